@@ -1,0 +1,18 @@
+"""im2colnet: convolutional networks on the CPU, im2col + GEMM with Cython kernels."""
+__version__ = "0.1.0"
+
+from ._check_build import import_kernels as _import_kernels
+
+_import_kernels()
+
+from . import functional  # noqa: E402
+from . import functional as F  # noqa: E402
+from . import layers, losses, optim, info, datasets  # noqa: E402
+from .layers import *  # noqa: E402,F401,F403
+from .serialization import ModelFormatError, load_model  # noqa: E402,F401
+
+
+def build_info():
+    """How the compiled kernels were built: {'openmp': bool, 'boundscheck': bool}."""
+    from . import _build_config
+    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK}

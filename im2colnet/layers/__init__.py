@@ -1,0 +1,2 @@
+"""Layers and models."""
+__all__ = []

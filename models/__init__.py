@@ -1,0 +1,1 @@
+"""The model zoo: builders and shipped pretrained weights (HDF5)."""

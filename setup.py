@@ -1,0 +1,98 @@
+"""Build script: the Cython kernels in im2colnet/_kernels/*.pyx, one extension each.
+
+Environment switches (read at build time):
+  IM2COLNET_BOUNDSCHECK=1  compile every kernel with boundscheck/wraparound/
+                           initializedcheck on (slow; for debugging an index bug).
+  IM2COLNET_OPENMP=0       build without OpenMP even where the compiler has it
+                           (prange loops then run serially). Default: on when the
+                           compiler accepts -fopenmp.
+"""
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name, default):
+    value = os.environ.get(name, default).strip().lower()
+    return value not in ("0", "false", "no", "off", "")
+
+
+def _compiler_has_openmp():
+    """True when the C compiler compiles and links a tiny OpenMP program."""
+    if sys.platform == "win32":
+        return False
+    cc = os.environ.get("CC", "cc")
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t.c")
+        with open(path, "w") as fh:
+            fh.write(src)
+        try:
+            result = subprocess.run(
+                [cc, "-fopenmp", path, "-o", os.path.join(tmp, "t")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return result.returncode == 0
+
+
+BOUNDSCHECK = _flag("IM2COLNET_BOUNDSCHECK", "0")
+OPENMP = _flag("IM2COLNET_OPENMP", "1") and _compiler_has_openmp()
+
+compile_args = ["-O3"]
+link_args = []
+if OPENMP:
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+
+extensions = []
+for pyx in sorted(glob.glob(os.path.join("im2colnet", "_kernels", "*.pyx"))):
+    module = os.path.splitext(pyx)[0].replace(os.sep, ".")
+    extensions.append(Extension(
+        module, [pyx],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    ))
+
+directives = {
+    "language_level": 3,
+    "boundscheck": BOUNDSCHECK,
+    "wraparound": BOUNDSCHECK,
+    "initializedcheck": BOUNDSCHECK,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+# The build records how it was configured, so `im2colnet.build_info()` can say.
+with open(os.path.join(HERE, "im2colnet", "_build_config.py"), "w") as fh:
+    fh.write("# Written by setup.py at build time.\n")
+    fh.write(f"OPENMP = {OPENMP!r}\nBOUNDSCHECK = {BOUNDSCHECK!r}\n")
+
+setup(
+    packages=[
+        "im2colnet",
+        "im2colnet._kernels",
+        "im2colnet.functional",
+        "im2colnet.layers",
+        "im2colnet.models",
+    ],
+    # The model zoo lives in the top-level models/ folder of the repository.
+    package_dir={"im2colnet.models": "models"},
+    package_data={
+        "im2colnet.models": ["*.h5"],
+        "im2colnet._kernels": ["*.pyx", "*.pxd"],
+    },
+    ext_modules=cythonize(extensions, compiler_directives=directives,
+                          force=BOUNDSCHECK),
+    zip_safe=False,
+)
