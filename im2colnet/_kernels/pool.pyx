@@ -1,2 +1,238 @@
 # cython: language_level=3
-"""Placeholder: filled in by the engine work."""
+"""Pooling kernels: max pooling (with the winner's flat index) and average pooling.
+
+Every function works on whole (N, C, H, W) arrays and runs one (sample, channel)
+plane per iteration of a ``prange`` loop: a plane's outputs and its input
+gradient belong to one thread, so no two threads ever write one element.
+``parallel=False`` runs the same loops on one thread (for measurements).
+
+These functions trust their arguments: window geometry that keeps every window
+inside the padded input, output arrays of the right shapes, and (for the max
+backward) winner indices that :func:`max_path_in_range` has checked. Call them
+through :mod:`im2colnet.functional.pool`, which validates all of that first.
+
+Window (i, j) of a plane covers input rows ``i*sh - pt ... i*sh - pt + kh - 1``
+and columns ``j*sw - pl ... j*sw - pl + kw - 1``; cells outside the image are
+padding (-inf for max, 0 for average) and are never read.
+"""
+cimport cython
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+ctypedef fused floating:
+    float
+    double
+
+
+cdef inline Py_ssize_t _imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline bint _beats(floating v, floating best) noexcept nogil:
+    """Does v replace the running maximum best?
+
+    Strict '>' keeps the first maximum in row-major window order (the ties
+    rule); a NaN beats every number and is then kept, so NaN propagates.
+    """
+    return v > best or (v != v and best == best)
+
+
+# ---------------------------------------------------------------- max, forward
+
+cdef void _maxpool_plane(const floating* x, floating* y, int64_t* path,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
+    """The general kernel (the source of truth): any window, stride and padding."""
+    cdef Py_ssize_t i, j, r, c, r_lo, r_hi, c_lo, c_hi, best_at
+    cdef floating v, best
+    for i in range(Ho):
+        r_lo = _imax(i * sh - pt, 0)
+        r_hi = _imin(i * sh - pt + kh, H)
+        for j in range(Wo):
+            c_lo = _imax(j * sw - pl, 0)
+            c_hi = _imin(j * sw - pl + kw, W)
+            # The validated geometry guarantees r_lo < r_hi and c_lo < c_hi.
+            best_at = r_lo * W + c_lo
+            best = x[best_at]
+            for r in range(r_lo, r_hi):
+                for c in range(c_lo, c_hi):
+                    v = x[r * W + c]
+                    if _beats(v, best):
+                        best = v
+                        best_at = r * W + c
+            y[i * Wo + j] = best
+            path[i * Wo + j] = best_at
+
+
+cdef void _maxpool2x2_plane(const floating* x, floating* y, int64_t* path,
+                            Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """The hot case 2x2, stride 2, no padding: the general rule unrolled.
+
+    The four candidates are visited in row-major order (top-left, top-right,
+    bottom-left, bottom-right) with the same _beats test, so ties and NaNs
+    resolve exactly as in _maxpool_plane.
+    """
+    cdef Py_ssize_t i, j, at
+    cdef const floating* top
+    cdef floating best, v
+    cdef int64_t best_at
+    for i in range(Ho):
+        top = x + 2 * i * W
+        for j in range(Wo):
+            at = 2 * j
+            best = top[at]
+            best_at = at
+            v = top[at + 1]
+            if _beats(v, best):
+                best = v
+                best_at = at + 1
+            v = top[W + at]
+            if _beats(v, best):
+                best = v
+                best_at = W + at
+            v = top[W + at + 1]
+            if _beats(v, best):
+                best = v
+                best_at = W + at + 1
+            y[i * Wo + j] = best
+            path[i * Wo + j] = best_at + 2 * i * W
+
+
+def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                    int64_t[:, :, :, ::1] path,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t pt, Py_ssize_t pl, bint specialise=True,
+                    bint parallel=True):
+    """y[n, c, i, j] = max of window (i, j); path[n, c, i, j] = its flat index r*W + c.
+
+    x: (N, C, H, W); y, path: (N, C, Ho, Wo), filled in place.
+    specialise=False forces the general kernel (the tests compare the two).
+    """
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t plane, n, c, planes = x.shape[0] * C
+    cdef bint fast = (specialise and kh == 2 and kw == 2 and sh == 2 and sw == 2
+                      and pt == 0 and pl == 0)
+    if planes == 0 or Ho == 0 or Wo == 0:
+        return
+    for plane in prange(planes, nogil=True, schedule="static",
+                        use_threads_if=parallel and planes > 1):
+        n = plane // C
+        c = plane % C
+        if fast:
+            _maxpool2x2_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &path[n, c, 0, 0], W, Ho, Wo)
+        else:
+            _maxpool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &path[n, c, 0, 0],
+                           H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
+
+
+# --------------------------------------------------------------- max, backward
+
+def max_path_in_range(const int64_t[::1] path, Py_ssize_t size):
+    """True when every winner index lies in [0, size): checked before any scatter."""
+    cdef Py_ssize_t k, bad = 0
+    cdef int64_t p
+    with nogil:
+        for k in range(path.shape[0]):
+            p = path[k]
+            bad += (p < 0) | (p >= size)
+    return bad == 0
+
+
+def maxpool_backward(const floating[:, ::1] dy, const int64_t[:, ::1] path,
+                     floating[:, ::1] dx, bint parallel=True):
+    """dx[plane, path[plane, o]] += dy[plane, o]: the scatter of dy to the winners.
+
+    dy, path: (planes, Ho*Wo) with planes = N*C; dx: (planes, H*W), overwritten.
+    Overlapping windows that share a winner add up. Every index in path must
+    lie in [0, H*W) (checked beforehand with max_path_in_range).
+    """
+    cdef Py_ssize_t planes = dy.shape[0], outs = dy.shape[1], size = dx.shape[1]
+    cdef Py_ssize_t plane, o
+    cdef floating* dx_plane
+    cdef const floating* dy_plane
+    cdef const int64_t* path_plane
+    if planes == 0 or outs == 0 or size == 0:
+        return
+    for plane in prange(planes, nogil=True, schedule="static",
+                        use_threads_if=parallel and planes > 1):
+        dx_plane = &dx[plane, 0]
+        dy_plane = &dy[plane, 0]
+        path_plane = &path[plane, 0]
+        memset(dx_plane, 0, size * sizeof(floating))
+        for o in range(outs):
+            dx_plane[path_plane[o]] += dy_plane[o]
+
+
+# ------------------------------------------------------------ average pooling
+
+cdef void _avgpool_plane(const floating* x, floating* y,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
+    # y = (sum of the window's image cells) / (kh*kw): padding adds 0 to the sum
+    # and still counts in the divisor (count_include_pad).
+    cdef Py_ssize_t i, j, r, c
+    cdef double total, scale = 1.0 / (kh * kw)
+    for i in range(Ho):
+        for j in range(Wo):
+            total = 0.0
+            for r in range(_imax(i * sh - pt, 0), _imin(i * sh - pt + kh, H)):
+                for c in range(_imax(j * sw - pl, 0), _imin(j * sw - pl + kw, W)):
+                    total = total + x[r * W + c]
+            y[i * Wo + j] = <floating>(total * scale)
+
+
+cdef void _avgpool_backward_plane(const floating* dy, floating* dx,
+                                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                  Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
+    # The adjoint of _avgpool_plane: each window spreads dy/(kh*kw) over its image cells.
+    cdef Py_ssize_t i, j, r, c
+    cdef floating share, scale = <floating>(1.0 / (kh * kw))
+    memset(dx, 0, H * W * sizeof(floating))
+    for i in range(Ho):
+        for j in range(Wo):
+            share = dy[i * Wo + j] * scale
+            for r in range(_imax(i * sh - pt, 0), _imin(i * sh - pt + kh, H)):
+                for c in range(_imax(j * sw - pl, 0), _imin(j * sw - pl + kw, W)):
+                    dx[r * W + c] += share
+
+
+def avgpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t pt, Py_ssize_t pl, bint parallel=True):
+    """y[n, c, i, j] = mean of window (i, j), padding included as 0. x: (N, C, H, W); y: (N, C, Ho, Wo)."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t plane, n, c, planes = x.shape[0] * C
+    if planes == 0 or Ho == 0 or Wo == 0:
+        return
+    for plane in prange(planes, nogil=True, schedule="static",
+                        use_threads_if=parallel and planes > 1):
+        n = plane // C
+        c = plane % C
+        _avgpool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
+
+
+def avgpool_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t pt, Py_ssize_t pl, bint parallel=True):
+    """dx = adjoint of avgpool_forward applied to dy. dy: (N, C, Ho, Wo); dx: (N, C, H, W), overwritten."""
+    cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3]
+    cdef Py_ssize_t plane, n, c, planes = dx.shape[0] * C
+    if planes == 0 or H == 0 or W == 0 or Ho == 0 or Wo == 0:
+        return
+    for plane in prange(planes, nogil=True, schedule="static",
+                        use_threads_if=parallel and planes > 1):
+        n = plane // C
+        c = plane % C
+        _avgpool_backward_plane(&dy[n, c, 0, 0], &dx[n, c, 0, 0],
+                                H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)

@@ -1,9 +1,146 @@
-"""Placeholder module: implemented by the engine/layers work this session."""
+"""Batch normalisation (Ioffe & Szegedy, 2015), forward and backward, in two modes.
+
+mode="spatial": one mean/variance per channel over (N, H, W) for images
+(N, C, H, W), per feature over N for (N, F); gamma, beta: (C,) or (F,).
+mode="per_activation": one mean/variance per activation (c, i, j) over the
+batch only ("one line" BN); gamma, beta: (C, H, W) (for (N, F): (F,)).
+
+Training normalises with the batch statistics (biased variance) and, when
+running statistics are given, updates them in place:
+    running_mean = (1 - momentum) * running_mean + momentum * mean
+    running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+(the unbiased variance; M values per statistic). Inference normalises with
+the running statistics, which are then required.
+"""
+from collections import namedtuple
+import numbers
+
+import numpy as np
+
+from .._checks import as_float, check_batch
+
+__all__ = ["batchnorm_forward", "batchnorm_backward", "BatchNormCache"]
+
+_MODES = ("spatial", "per_activation")
+
+BatchNormCache = namedtuple("BatchNormCache", "xhat inv_std gamma axes training")
+BatchNormCache.__doc__ = """What batchnorm_backward needs from the forward pass.
+
+xhat: the normalised input (x's shape); inv_std: 1/sqrt(var + eps), shaped to
+broadcast against x; gamma: likewise broadcastable; axes: the reduction axes;
+training: whether batch statistics (True) or running statistics were used."""
 
 
-def batchnorm_forward(*args, **kwargs):
-    raise NotImplementedError("batchnorm_forward")
+def _layout(shape, mode):
+    """(reduction axes, parameter shape, broadcast shape) for an input shape and mode."""
+    if mode not in _MODES:
+        raise ValueError(f"mode: expected 'spatial' or 'per_activation', got {mode!r}")
+    if len(shape) == 2:                      # (N, F): per feature in both modes
+        return (0,), shape[1:], (1,) + shape[1:]
+    if mode == "spatial":
+        return (0, 2, 3), shape[1:2], (1, shape[1], 1, 1)
+    return (0,), shape[1:], (1,) + shape[1:]
 
 
-def batchnorm_backward(*args, **kwargs):
-    raise NotImplementedError("batchnorm_backward")
+def _param(value, name, shape, bshape, dtype):
+    arr = as_float(value, name, dtype=dtype)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} for this input and mode, got {arr.shape}")
+    return arr.reshape(bshape)
+
+
+def _check_running(running_mean, running_var, shape, training):
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean, running_var: give both or neither")
+    if running_mean is None:
+        return
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+        if training and not (isinstance(arr, np.ndarray) and arr.dtype.kind == "f"
+                             and arr.flags.writeable):
+            raise TypeError(f"{name}: must be a writeable float ndarray (it is updated in place)")
+        if np.shape(arr) != shape:
+            raise ValueError(f"{name}: expected shape {shape} for this input and mode, got {np.shape(arr)}")
+
+
+def _check_scalar(value, name, low, high, low_open):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            (low < value if low_open else low <= value) and value <= high):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ValueError(f"{name}: expected a number in {bound}, got {value!r}")
+    return float(value)
+
+
+def batchnorm_forward(x, gamma, beta, mode="spatial", eps=1e-5, training=True,
+                      running_mean=None, running_var=None, momentum=0.1):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+    x: (N, C, H, W) or (N, F); gamma, beta: (C,) / (F,) for "spatial",
+    (C, H, W) / (F,) for "per_activation"; running_mean, running_var: that
+    shape too (float ndarrays, updated in place in training).
+    Returns (y, cache): y has x's shape and dtype; cache goes to
+    :func:`batchnorm_backward`.
+    """
+    x = as_float(x, "x")
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x: expected (N, C, H, W) or (N, F), got shape {x.shape}")
+    check_batch(x, "x")
+    axes, pshape, bshape = _layout(x.shape, mode)
+    gamma = _param(gamma, "gamma", pshape, bshape, x.dtype)
+    beta = _param(beta, "beta", pshape, bshape, x.dtype)
+    eps = _check_scalar(eps, "eps", 0.0, np.inf, low_open=True)
+    momentum = _check_scalar(momentum, "momentum", 0.0, 1.0, low_open=False)
+    _check_running(running_mean, running_var, pshape, training)
+    if training:
+        count = x.size // max(int(np.prod(pshape)), 1)
+        if count < 2:
+            raise ValueError(
+                f"x: training batch norm needs more than one value per statistic "
+                f"(shape {x.shape}, mode {mode!r}); use a larger batch")
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        var = np.mean(xc * xc, axis=axes, keepdims=True)
+        if running_mean is not None:
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean.reshape(pshape)
+            running_var *= 1.0 - momentum
+            running_var += (momentum * count / (count - 1)) * var.reshape(pshape)
+    else:
+        if running_mean is None:
+            raise ValueError("running_mean, running_var: inference (training=False) needs the running statistics")
+        mean = as_float(running_mean, "running_mean", dtype=x.dtype).reshape(bshape)
+        var = as_float(running_var, "running_var", dtype=x.dtype).reshape(bshape)
+        if np.any(var < 0):
+            raise ValueError("running_var: variances must be >= 0")
+        xc = x - mean
+    inv_std = 1.0 / np.sqrt(var + eps)     # eps > 0: constant inputs divide by sqrt(eps), not 0
+    xhat = xc * inv_std
+    y = gamma * xhat + beta
+    return y, BatchNormCache(xhat, inv_std, gamma, axes, bool(training))
+
+
+def batchnorm_backward(dy, cache):
+    """Gradients of batchnorm_forward. dy: x's shape -> (dx, dgamma, dbeta).
+
+    dx has x's shape, dgamma and dbeta gamma's shape. In training the batch
+    statistics depend on x; the compact closed form (Ioffe & Szegedy 2015,
+    Alg. 1 back-propagated and simplified over the M values of a statistic) is
+        dx = gamma * inv_std / M * (M dy - sum(dy) - xhat * sum(dy * xhat)),
+    with the sums over the reduction axes; dgamma = sum(dy * xhat),
+    dbeta = sum(dy). In inference mean and variance are constants:
+    dx = gamma * inv_std * dy.
+    """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError("cache: expected the cache returned by batchnorm_forward")
+    xhat, inv_std, gamma, axes, training = cache
+    dy = as_float(dy, "dy", dtype=xhat.dtype)
+    if dy.shape != xhat.shape:
+        raise ValueError(f"dy: shape {dy.shape} does not match the forward input's shape {xhat.shape}")
+    pshape = tuple(s for k, s in enumerate(gamma.shape) if k not in axes)
+    dbeta = dy.sum(axis=axes, keepdims=True)
+    dgamma = np.sum(dy * xhat, axis=axes, keepdims=True)
+    if training:
+        count = dy.size // gamma.size
+        dx = (gamma * inv_std / count) * (count * dy - dbeta - xhat * dgamma)
+    else:
+        dx = (gamma * inv_std) * dy
+    return dx, dgamma.reshape(pshape), dbeta.reshape(pshape)

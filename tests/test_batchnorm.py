@@ -1,0 +1,190 @@
+"""Batch norm in both modes against per-statistic loops, gradient checks, running stats, torch."""
+import numpy as np
+import pytest
+
+import im2colnet.functional as F
+from _gradcheck import check_directional, check_elementwise
+
+EPS = 1e-5
+
+
+def groups(x, mode):
+    """Yield (index, values) per statistic: a channel (spatial) or one activation (per_activation)."""
+    if x.ndim == 2:
+        for f in range(x.shape[1]):
+            yield (slice(None), f), x[:, f]
+    elif mode == "spatial":
+        for c in range(x.shape[1]):
+            yield (slice(None), c), x[:, c]
+    else:
+        for c, i, j in np.ndindex(*x.shape[1:]):
+            yield (slice(None), c, i, j), x[:, c, i, j]
+
+
+def naive_bn(x, gamma, beta, mode):
+    """Each statistic on its own: mean and biased variance of its values, then y = gamma xhat + beta."""
+    y = np.empty_like(x)
+    mean, var_unbiased = np.empty(gamma.shape), np.empty(gamma.shape)
+    for k, (index, vals) in enumerate(groups(x, mode)):
+        v = vals.ravel()
+        m = sum(v) / v.size
+        s = sum((v - m) ** 2)
+        g, b = gamma.ravel()[k], beta.ravel()[k]
+        y[index] = g * (vals - m) / np.sqrt(s / v.size + EPS) + b
+        mean.ravel()[k], var_unbiased.ravel()[k] = m, s / (v.size - 1)
+    return y, mean, var_unbiased
+
+
+def param_shape(x_shape, mode):
+    if len(x_shape) == 2:
+        return x_shape[1:]
+    return x_shape[1:2] if mode == "spatial" else x_shape[1:]
+
+
+CASES = [((4, 3, 5, 6), "spatial"), ((1, 2, 3, 3), "spatial"), ((5, 2, 3, 4), "per_activation"),
+         ((2, 3, 2, 2), "per_activation"), ((6, 7), "spatial"), ((3, 4), "per_activation")]
+
+
+def setup(x_shape, mode, seed=0):
+    rng = np.random.default_rng(seed)
+    p = param_shape(x_shape, mode)
+    return (rng, rng.standard_normal(x_shape) * 2 + 1, rng.standard_normal(p) + 1, rng.standard_normal(p))
+
+
+@pytest.mark.parametrize("x_shape, mode", CASES)
+def test_training_forward_and_running_stats_match_naive(x_shape, mode):
+    rng, x, gamma, beta = setup(x_shape, mode)
+    rm, rv = rng.standard_normal(gamma.shape), rng.random(gamma.shape) + 0.5
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, _ = F.batchnorm_forward(x, gamma, beta, mode, EPS, True, rm, rv, 0.3)
+    y_ref, mean, var_unbiased = naive_bn(x, gamma, beta, mode)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rm, 0.7 * rm0 + 0.3 * mean, rtol=1e-12)
+    np.testing.assert_allclose(rv, 0.7 * rv0 + 0.3 * var_unbiased, rtol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, mode", CASES)
+def test_inference_uses_running_stats_and_leaves_them(x_shape, mode):
+    rng, x, gamma, beta = setup(x_shape, mode, 1)
+    rm, rv = rng.standard_normal(gamma.shape), rng.random(gamma.shape) + 0.5
+    before = (rm.copy(), rv.copy())
+    y, _ = F.batchnorm_forward(x, gamma, beta, mode, EPS, False, rm, rv)
+    b = (1,) + gamma.shape if mode == "per_activation" or x.ndim == 2 else (1, -1, 1, 1)
+    expect = gamma.reshape(b) * (x - rm.reshape(b)) / np.sqrt(rv.reshape(b) + EPS) + beta.reshape(b)
+    np.testing.assert_allclose(y, expect, rtol=1e-12)
+    np.testing.assert_array_equal(rm, before[0])
+    np.testing.assert_array_equal(rv, before[1])
+
+
+@pytest.mark.parametrize("x_shape, mode", CASES)
+@pytest.mark.parametrize("training", [True, False])
+def test_gradient_check_every_element(x_shape, mode, training):
+    rng, x, gamma, beta = setup(x_shape, mode, 2)
+    rm, rv = rng.standard_normal(gamma.shape), rng.random(gamma.shape) + 0.5
+    r = rng.standard_normal(x_shape)
+
+    def loss(x_, g_, b_):
+        y, _ = F.batchnorm_forward(x_, g_, b_, mode, EPS, training,
+                                   rm.copy(), rv.copy())  # copies: the check must not drift the stats
+        return float(np.sum(r * y))
+
+    _, cache = F.batchnorm_forward(x, gamma, beta, mode, EPS, training, rm.copy(), rv.copy())
+    dx, dgamma, dbeta = F.batchnorm_backward(r, cache)
+    assert dx.shape == x.shape and dgamma.shape == gamma.shape and dbeta.shape == beta.shape
+    check_elementwise(lambda z: loss(z, gamma, beta), x, dx)
+    check_elementwise(lambda z: loss(x, z, beta), gamma, dgamma)
+    check_elementwise(lambda z: loss(x, gamma, z), beta, dbeta)
+
+
+def test_gradient_check_larger_batch_random_direction():
+    rng, x, gamma, beta = setup((8, 4, 6, 6), "spatial", 3)
+    r = rng.standard_normal(x.shape)
+    _, cache = F.batchnorm_forward(x, gamma, beta)
+    dx, _, _ = F.batchnorm_backward(r, cache)
+    check_directional(lambda z: float(np.sum(r * F.batchnorm_forward(z, gamma, beta)[0])), x, dx, rng)
+
+
+def test_batch_of_one_and_constant_input_stay_finite():
+    gamma, beta = np.array([2.0, 3.0]), np.array([0.5, -1.0])
+    x = np.full((1, 2, 3, 3), 7.0)   # one sample, and constant: variance 0
+    with np.errstate(all="raise"):
+        y, cache = F.batchnorm_forward(x, gamma, beta, running_mean=np.zeros(2), running_var=np.ones(2))
+        dx, dgamma, dbeta = F.batchnorm_backward(np.ones_like(x), cache)
+    np.testing.assert_array_equal(y, np.broadcast_to(beta.reshape(1, 2, 1, 1), x.shape))
+    assert np.all(np.isfinite(dx)) and np.all(np.abs(dx) < 1e-9)
+    np.testing.assert_array_equal(dbeta, [9.0, 9.0])
+
+
+def test_float32_matches_float64():
+    _, x, gamma, beta = setup((4, 3, 5, 5), "spatial", 4)
+    y64, c64 = F.batchnorm_forward(x, gamma, beta)
+    y32, c32 = F.batchnorm_forward(x.astype(np.float32), gamma, beta)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
+    dy = np.random.default_rng(5).standard_normal(x.shape)
+    g64, g32 = F.batchnorm_backward(dy, c64), F.batchnorm_backward(dy.astype(np.float32), c32)
+    for a, b in zip(g32, g64):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_any_memory_layout_gives_the_same_result():
+    _, x, gamma, beta = setup((3, 2, 4, 5), "per_activation", 6)
+    y_ref, _ = F.batchnorm_forward(x, gamma, beta, "per_activation")
+    ro = x.copy()
+    ro.flags.writeable = False
+    for v in [np.asfortranarray(x), np.repeat(x, 2, axis=3)[..., ::2], ro]:
+        y, _ = F.batchnorm_forward(v, np.asfortranarray(gamma), beta, "per_activation")
+        np.testing.assert_allclose(y, y_ref, rtol=1e-13, atol=1e-13)
+
+
+def test_bad_input_names_the_argument():
+    x, g = np.zeros((2, 3, 4, 4)), np.ones(3)
+    cases = [
+        (lambda: F.batchnorm_forward(x, g, g, mode="batch"), ValueError, "mode"),
+        (lambda: F.batchnorm_forward(x, np.ones(4), g), ValueError, "gamma"),
+        (lambda: F.batchnorm_forward(x, g, np.ones((3, 4, 4))), ValueError, "beta"),
+        (lambda: F.batchnorm_forward(x, g, g, mode="per_activation"), ValueError, "gamma"),
+        (lambda: F.batchnorm_forward(np.zeros((2, 3, 4)), g, g), ValueError, "x"),
+        (lambda: F.batchnorm_forward(np.zeros((0, 3, 4, 4)), g, g), ValueError, "x"),
+        (lambda: F.batchnorm_forward(np.zeros((1, 3)), g, g), ValueError, "x"),
+        (lambda: F.batchnorm_forward(x, g, g, training=False), ValueError, "running_mean"),
+        (lambda: F.batchnorm_forward(x, g, g, running_mean=np.zeros(3)), ValueError, "running_mean"),
+        (lambda: F.batchnorm_forward(x, g, g, running_mean=[0.0] * 3, running_var=np.ones(3)),
+         TypeError, "running_mean"),
+        (lambda: F.batchnorm_forward(x, g, g, running_mean=np.zeros(3), running_var=np.ones(4)),
+         ValueError, "running_var"),
+        (lambda: F.batchnorm_forward(x, g, g, eps=0), ValueError, "eps"),
+        (lambda: F.batchnorm_forward(x, g, g, momentum=1.5), ValueError, "momentum"),
+        (lambda: F.batchnorm_forward(x.astype(complex), g, g), TypeError, "x"),
+        (lambda: F.batchnorm_backward(np.zeros((2, 3, 4, 4)), None), TypeError, "cache"),
+        (lambda: F.batchnorm_backward(np.zeros((2, 3, 4, 5)), F.batchnorm_forward(x, g, g)[1]),
+         ValueError, "dy"),
+    ]
+    for call, error, name in cases:
+        with pytest.raises(error, match=f"^{name}"):
+            call()
+
+
+@pytest.mark.parametrize("mode", ["spatial", "per_activation"])
+def test_against_torch(mode):
+    torch = pytest.importorskip("torch")
+    rng, x, gamma, beta = setup((6, 3, 4, 5), mode, 7)
+    rm, rv = np.zeros(gamma.shape), np.ones(gamma.shape)
+    y, cache = F.batchnorm_forward(x, gamma, beta, mode, EPS, True, rm, rv, 0.1)
+    dy = rng.standard_normal(x.shape)
+    dx, dgamma, dbeta = F.batchnorm_backward(dy, cache)
+    # per_activation is BatchNorm1d over the C*H*W flattened activations
+    shape = x.shape if mode == "spatial" else (x.shape[0], -1)
+    xt = torch.from_numpy(x).reshape(shape).requires_grad_()
+    gt = torch.from_numpy(gamma).reshape(-1).requires_grad_()
+    bt = torch.from_numpy(beta).reshape(-1).requires_grad_()
+    trm, trv = torch.zeros(gt.shape, dtype=torch.float64), torch.ones(gt.shape, dtype=torch.float64)
+    yt = torch.nn.functional.batch_norm(xt, trm, trv, gt, bt, True, 0.1, EPS)
+    yt.backward(torch.from_numpy(dy).reshape(shape))
+    np.testing.assert_allclose(y.reshape(yt.shape), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rm.ravel(), trm.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(rv.ravel(), trv.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(dx.reshape(xt.shape), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dgamma.ravel(), gt.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(dbeta.ravel(), bt.grad.numpy(), rtol=1e-10)
