@@ -38,70 +38,105 @@ cdef inline bint _beats(floating v, floating best) noexcept nogil:
 
     Strict '>' keeps the first maximum in row-major window order (the ties
     rule); a NaN beats every number and is then kept, so NaN propagates.
+    Bitwise operators, not 'or'/'and': no branches, so loops can vectorise.
     """
-    return v > best or (v != v and best == best)
+    return (v > best) | ((v != v) & (best == best))
 
 
 # ---------------------------------------------------------------- max, forward
+
+cdef inline Py_ssize_t _window_argmax(const floating* x, Py_ssize_t W,
+                                      Py_ssize_t r_lo, Py_ssize_t r_hi,
+                                      Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil:
+    """Flat index of the first maximum (by _beats) of rows [r_lo, r_hi) x columns [c_lo, c_hi).
+
+    The window must hold at least one cell (the validated geometry ensures it).
+    """
+    cdef Py_ssize_t r, c, best_at = r_lo * W + c_lo
+    cdef floating best = x[best_at]
+    for r in range(r_lo, r_hi):
+        for c in range(c_lo, c_hi):
+            if _beats(x[r * W + c], best):
+                best = x[r * W + c]
+                best_at = r * W + c
+    return best_at
+
 
 cdef void _maxpool_plane(const floating* x, floating* y, int64_t* path,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                          Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
-    """The general kernel (the source of truth): any window, stride and padding."""
-    cdef Py_ssize_t i, j, r, c, r_lo, r_hi, c_lo, c_hi, best_at
-    cdef floating v, best
+    """The general kernel (the source of truth): any window, stride and padding.
+
+    Window (i, j) is clipped to the image; padding (-inf) never wins.
+    """
+    cdef Py_ssize_t i, j, at
     for i in range(Ho):
-        r_lo = _imax(i * sh - pt, 0)
-        r_hi = _imin(i * sh - pt + kh, H)
         for j in range(Wo):
-            c_lo = _imax(j * sw - pl, 0)
-            c_hi = _imin(j * sw - pl + kw, W)
-            # The validated geometry guarantees r_lo < r_hi and c_lo < c_hi.
-            best_at = r_lo * W + c_lo
-            best = x[best_at]
-            for r in range(r_lo, r_hi):
-                for c in range(c_lo, c_hi):
-                    v = x[r * W + c]
-                    if _beats(v, best):
-                        best = v
-                        best_at = r * W + c
-            y[i * Wo + j] = best
-            path[i * Wo + j] = best_at
+            at = _window_argmax(x, W, _imax(i * sh - pt, 0), _imin(i * sh - pt + kh, H),
+                                _imax(j * sw - pl, 0), _imin(j * sw - pl + kw, W))
+            y[i * Wo + j] = x[at]
+            path[i * Wo + j] = at
+
+
+cdef enum:
+    CHUNK = 256  # outputs per step of the 2x2 kernel (its scratch rows live on the stack)
+
+
+cdef inline floating _later_if_greater(floating first, floating later) noexcept nogil:
+    # The larger value, the earlier one on ties: the ties rule for two cells in order.
+    return later if later > first else first
 
 
 cdef void _maxpool2x2_plane(const floating* x, floating* y, int64_t* path,
                             Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
-    """The hot case 2x2, stride 2, no padding: the general rule unrolled.
+    """The hot case 2x2, stride 2, no padding, in loops the compiler vectorises.
 
-    The four candidates are visited in row-major order (top-left, top-right,
-    bottom-left, bottom-right) with the same _beats test, so ties and NaNs
-    resolve exactly as in _maxpool_plane.
+    For candidates a b / c d: upper = first max of (a, b), lower = first max of
+    (c, d), and lower wins only if strictly greater -- the first maximum in
+    row-major order, as in the general kernel. The winner's offset in the
+    window (0, 1, W or W + 1) is built from 0/1 comparison results with
+    arithmetic instead of branches (exact in floating point for W < 2**24,
+    which the caller ensures). Comparisons with NaN do not follow the ties
+    rule, so windows holding a NaN or an infinity (flagged by 0*(a+b+c+d),
+    NaN exactly then) are redone by _window_argmax.
     """
-    cdef Py_ssize_t i, j, at
+    cdef floating offset[CHUNK]
+    cdef floating flag[CHUNK]
+    cdef Py_ssize_t i, j, chunk, j0, n, unusual, at
     cdef const floating* top
-    cdef floating best, v
-    cdef int64_t best_at
+    cdef const floating* bottom
+    cdef floating a, b, c, d, upper, lower, b_wins, d_wins, lower_wins
+    cdef floating width = W
     for i in range(Ho):
         top = x + 2 * i * W
-        for j in range(Wo):
-            at = 2 * j
-            best = top[at]
-            best_at = at
-            v = top[at + 1]
-            if _beats(v, best):
-                best = v
-                best_at = at + 1
-            v = top[W + at]
-            if _beats(v, best):
-                best = v
-                best_at = W + at
-            v = top[W + at + 1]
-            if _beats(v, best):
-                best = v
-                best_at = W + at + 1
-            y[i * Wo + j] = best
-            path[i * Wo + j] = best_at + 2 * i * W
+        bottom = top + W
+        for chunk in range((Wo + CHUNK - 1) // CHUNK):
+            j0 = chunk * CHUNK
+            n = _imin(CHUNK, Wo - j0)
+            for j in range(n):
+                a = top[2 * (j0 + j)]
+                b = top[2 * (j0 + j) + 1]
+                c = bottom[2 * (j0 + j)]
+                d = bottom[2 * (j0 + j) + 1]
+                upper = _later_if_greater(a, b)
+                lower = _later_if_greater(c, d)
+                b_wins = <floating>(b > a)
+                d_wins = <floating>(d > c)
+                lower_wins = <floating>(lower > upper)
+                y[i * Wo + j0 + j] = _later_if_greater(upper, lower)
+                offset[j] = b_wins + lower_wins * (width + d_wins - b_wins)
+                flag[j] = 0 * (a + b + c + d)
+            unusual = 0
+            for j in range(n):
+                unusual += flag[j] != flag[j]
+                path[i * Wo + j0 + j] = 2 * i * W + 2 * (j0 + j) + <Py_ssize_t>offset[j]
+            if unusual:
+                for j in range(n):
+                    if flag[j] != flag[j]:
+                        at = _window_argmax(x, W, 2 * i, 2 * i + 2, 2 * (j0 + j), 2 * (j0 + j) + 2)
+                        y[i * Wo + j0 + j] = x[at]
+                        path[i * Wo + j0 + j] = at
 
 
 def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
@@ -118,7 +153,7 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
     cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3]
     cdef Py_ssize_t plane, n, c, planes = x.shape[0] * C
     cdef bint fast = (specialise and kh == 2 and kw == 2 and sh == 2 and sw == 2
-                      and pt == 0 and pl == 0)
+                      and pt == 0 and pl == 0 and W < (1 << 24))
     if planes == 0 or Ho == 0 or Wo == 0:
         return
     for plane in prange(planes, nogil=True, schedule="static",
@@ -134,14 +169,11 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
 
 # --------------------------------------------------------------- max, backward
 
-def max_path_in_range(const int64_t[::1] path, Py_ssize_t size):
+def max_path_in_range(const int64_t[::1] path, Py_ssize_t size, bint parallel=True):
     """True when every winner index lies in [0, size): checked before any scatter."""
-    cdef Py_ssize_t k, bad = 0
-    cdef int64_t p
-    with nogil:
-        for k in range(path.shape[0]):
-            p = path[k]
-            bad += (p < 0) | (p >= size)
+    cdef Py_ssize_t k, n = path.shape[0], bad = 0
+    for k in prange(n, nogil=True, schedule="static", use_threads_if=parallel and n > 65536):
+        bad += (path[k] < 0) | (path[k] >= size)
     return bad == 0
 
 
