@@ -1,0 +1,141 @@
+"""Linear, Flatten, Dropout and Softmax."""
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from .._checks import as_float
+from .base import Layer, ParamLayer, check_int
+
+__all__ = ["Linear", "Flatten", "Dropout", "Softmax"]
+
+
+class Linear(ParamLayer):
+    """Fully connected: y = x W^T + b (Full_F); weight (out_features, in_features), bias (out_features,).
+
+    Input (N, in_features), or (N, C, H, W) with C*H*W = in_features (flattened
+    row-major) -> output (N, out_features).
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
+        self.bias = bool(bias)
+        self._x = None
+
+    def output_shape(self, input_shape):
+        size = int(np.prod(input_shape))
+        if size != self.in_features:
+            raise ValueError(f"input_shape: Linear({self.in_features}, {self.out_features}) expects "
+                             f"{self.in_features} features, got input_shape {tuple(input_shape)} "
+                             f"({size} features)")
+        return (self.out_features,)
+
+    def _init_params(self, input_shape, rng):
+        self._init_weight((self.out_features, self.in_features), self.in_features,
+                          self.out_features, rng, self.out_features if self.bias else None)
+
+    def forward(self, x, training=False):
+        if self.input_shape is None:      # a standalone layer builds on first use
+            self.build(np.shape(x)[1:])
+        self._x = x if training else None
+        return F.linear_forward(x, self.params["weight"], self.params.get("bias"))
+
+    def backward(self, dy, need_dx=True):
+        x = self._saved(self._x)
+        dw, db = F.linear_backward_weights(dy, x)      # Full_grad: dW = dY^T x, db = sum dY
+        self.grads["weight"] = dw
+        if self.bias:
+            self.grads["bias"] = db
+        if not need_dx:
+            return None
+        return F.linear_backward_data(dy, self.params["weight"], x.shape)   # Full_BF: dx = dY W
+
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias}
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...) in row-major order; backward reshapes back."""
+
+    def __init__(self):
+        super().__init__()
+        self._x_shape = None
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        x = as_float(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"x: expected a batch (N, ...), got shape {x.shape}")
+        self._x_shape = x.shape if training else None
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        return as_float(dy, "dy").reshape(self._saved(self._x_shape))
+
+
+class Dropout(Layer):
+    """Inverted dropout (Srivastava et al. 2014): in training each value is dropped with
+    probability p and the kept ones are scaled by 1/(1-p), so inference is the identity.
+
+    The mask comes from ``self.rng`` (an np.random.Generator): ``seed`` seeds it for
+    standalone use; Sequential.fit replaces it every step by a generator derived
+    from (seed, epoch, step), which makes training reproducible.
+    Any shape (N, ...) -> the same shape.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+            raise ValueError(f"p: the drop probability must lie in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._mask = None
+
+    def forward(self, x, training=False):
+        x = as_float(x, "x")
+        if not training or self.p == 0:
+            self._mask = None
+            return x
+        scale = x.dtype.type(1.0 / (1.0 - self.p))
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+        self._mask = keep * scale
+        return x * self._mask
+
+    def backward(self, dy, need_dx=True):
+        dy = as_float(dy, "dy")
+        if self._mask is None:          # p == 0 (or inference): the identity
+            return dy
+        return dy * self._mask
+
+    def get_config(self):
+        return {"p": self.p, "seed": self.seed}
+
+
+class Softmax(Layer):
+    """p = softmax over all non-batch axes (F.softmax_forward); (N, K) or (N, C, H, W).
+
+    backward: dx = p * (dy - sum_k dy_k p_k) per sample (the softmax Jacobian
+    diag(p) - p p^T applied to dy). For training a classifier, use
+    CrossEntropyLoss on the scores instead: it fuses the softmax.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._p = None
+
+    def forward(self, x, training=False):
+        p = F.softmax_forward(x)
+        self._p = p if training else None
+        return p
+
+    def backward(self, dy, need_dx=True):
+        p = self._saved(self._p)
+        dy = as_float(dy, "dy", dtype=p.dtype)
+        p2, dy2 = p.reshape(p.shape[0], -1), dy.reshape(p.shape[0], -1)
+        dx = p2 * (dy2 - np.sum(dy2 * p2, axis=1, keepdims=True))
+        return dx.reshape(p.shape)

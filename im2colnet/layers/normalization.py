@@ -1,0 +1,92 @@
+"""Batch normalisation layers over im2colnet.functional.batchnorm_forward/backward."""
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from .base import Layer, check_int
+
+__all__ = ["BatchNorm2d", "BatchNorm1d"]
+
+_MODES = ("spatial", "per_activation")
+
+
+class _BatchNorm(Layer):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+    Training uses the batch statistics and updates the buffers ``running_mean``
+    and ``running_var`` (momentum, unbiased variance); inference uses the buffers.
+    Parameters ``gamma`` (init 1) and ``beta`` (init 0).
+    """
+
+    def __init__(self, num_features, mode="spatial", eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features = check_int(num_features, "num_features")
+        if mode not in _MODES:
+            raise ValueError(f"mode: expected 'spatial' or 'per_activation', got {mode!r}")
+        for name, value, ok in (("eps", eps, lambda v: v > 0),
+                                ("momentum", momentum, lambda v: 0 <= v <= 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+                raise ValueError(f"{name}: got {value!r}; eps must be > 0, momentum in [0, 1]")
+        self.mode, self.eps, self.momentum = mode, float(eps), float(momentum)
+        self._cache = None
+
+    def _param_shape(self, input_shape):
+        if self.mode == "per_activation":
+            return tuple(input_shape)
+        return (self.num_features,)
+
+    def _init_params(self, input_shape, rng):
+        shape = self._param_shape(input_shape)
+        self.params["gamma"] = np.ones(shape, dtype=self.dtype)
+        self.params["beta"] = np.zeros(shape, dtype=self.dtype)
+        self.buffers["running_mean"] = np.zeros(shape, dtype=self.dtype)
+        self.buffers["running_var"] = np.ones(shape, dtype=self.dtype)
+        self.zero_grads()
+
+    def forward(self, x, training=False):
+        if self.input_shape is None:
+            self.build(x.shape[1:])
+        y, self._cache = F.batchnorm_forward(
+            x, self.params["gamma"], self.params["beta"], self.mode, self.eps, training,
+            self.buffers["running_mean"], self.buffers["running_var"], self.momentum)
+        return y     # the cache is kept in inference too: backward then treats the statistics as constants
+
+    def backward(self, dy, need_dx=True):
+        dx, self.grads["gamma"], self.grads["beta"] = F.batchnorm_backward(dy, self._saved(self._cache))
+        return dx
+
+    def get_config(self):
+        return {"num_features": self.num_features, "mode": self.mode, "eps": self.eps,
+                "momentum": self.momentum}
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of images (N, C, H, W), C = num_features.
+
+    mode="spatial": one statistic per channel over (N, H, W), gamma/beta (C,);
+    mode="per_activation": one per activation (c, i, j) over N, gamma/beta (C, H, W).
+    """
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.num_features:
+            raise ValueError(f"input_shape: BatchNorm2d({self.num_features}) expects images "
+                             f"({self.num_features}, H, W), got input_shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of features (N, F), F = num_features: one statistic per feature over N
+    (both modes coincide here); gamma/beta (F,)."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, "spatial", eps, momentum)
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.num_features,):
+            raise ValueError(f"input_shape: BatchNorm1d({self.num_features}) expects features "
+                             f"({self.num_features},), got input_shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
