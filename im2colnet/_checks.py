@@ -12,7 +12,7 @@ import numpy as np
 __all__ = [
     "as_float", "as_labels", "pair", "positive_pair", "check_ndim",
     "check_batch", "resolve_padding", "conv_output_size", "ConvGeometry",
-    "conv_geometry",
+    "conv_geometry", "check_image", "check_x_shape",
 ]
 
 # Dtypes that convert to float32 without losing anything the user meant.
@@ -173,3 +173,24 @@ def conv_geometry(in_hw, kernel_size, stride=1, padding=0, dilation=1, anchor=No
     out_h = conv_output_size(in_hw[0], kh, sh, pt, pb, dh, "H")
     out_w = conv_output_size(in_hw[1], kw, sw, pl, pr, dw, "W")
     return ConvGeometry(kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, out_h, out_w)
+
+
+def check_image(x, name):
+    """x as a C-contiguous float32/float64 (N, C, H, W) array with N, H, W >= 1."""
+    x = as_float(x, name)
+    check_ndim(x, 4, name, "(N, C, H, W)")
+    check_batch(x, name)
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name}: the image is empty (shape {x.shape})")
+    return np.ascontiguousarray(x)
+
+
+def check_x_shape(x_shape, name="x_shape"):
+    """x_shape as a tuple of four ints (N, C, H, W), N, H, W >= 1."""
+    try:
+        shape = tuple(int(s) for s in x_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a shape (N, C, H, W), got {x_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 0 or 0 in (shape[0], shape[2], shape[3]):
+        raise ValueError(f"{name}: expected a non-empty shape (N, C, H, W), got {x_shape!r}")
+    return shape

@@ -1,21 +1,289 @@
-"""Placeholder module: implemented by the engine/layers work this session."""
+"""Convolution (cross-correlation) forward, backward-data and backward-weights.
+
+The im2col path is the vec/Kronecker form of the layer. With phi(x) the
+(Ho*Wo, C*kh*kw) im2col matrix of one sample (vec phi(x) = M vec x for a 0/1
+selection matrix M) and the kernel bank as the matrix C = w.reshape(K, -1)^T
+of shape (C*kh*kw, K):
+
+    Conv_F:    vec(Y) = (I (x) phi(x)) vec(C),  i.e.  Y = phi(x) C      (+ b)
+    Conv_grad: dC = phi(x)^T dY,                 db = sum of dY
+    Conv_BF:   dx = M^T vec(dY C^T) = col2im(dY C^T)
+
+Each pass is one im2col (or col2im) kernel plus one BLAS product. The kernels
+build phi(x)^T (Caffe's layout, see ``im2colnet._kernels.im2col``), so the
+products are computed transposed: Y^T = C^T phi^T lands directly in the NCHW
+output, and dphi^T = C dY^T lands in the layout col2im reads.
+
+The column matrix of a whole batch can be large (64 samples of a 64-channel
+3x3 layer at 16x16: 36 MiB in float32), so samples are processed in blocks
+whose columns fit in ``WORKSPACE_BYTES``; the block buffer is kept per thread
+and per dtype and reused from call to call (no per-step allocation).
+
+1x1 kernels with stride 1 and no padding skip im2col: phi(x)^T is x itself.
+
+``method="direct"`` runs the loops of ``im2colnet._kernels.conv_direct``
+instead: the same results (to rounding), no im2col, no BLAS.
+"""
+import threading
+
+import numpy as np
+
+from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
+from .._kernels import conv_direct as _direct
+from .._kernels import im2col as _im2col
+
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
+           "conv2d_backward_weights", "workspace_bytes", "WORKSPACE_BYTES"]
+
+# Upper bound on the im2col block (a single sample larger than this is still
+# processed, alone). The GEMM's efficiency is flat well below this size.
+WORKSPACE_BYTES = 64 * 2 ** 20
+
+METHODS = ("im2col", "direct")
 
 
-def im2col(*args, **kwargs):
-    raise NotImplementedError("im2col")
+class _Workspace(threading.local):
+    """Reusable scratch arrays of the calling thread: {(role, dtype): flat array}."""
+
+    def __init__(self):
+        self.buffers = {}
 
 
-def col2im(*args, **kwargs):
-    raise NotImplementedError("col2im")
+_workspace = _Workspace()
 
 
-def conv2d_forward(*args, **kwargs):
-    raise NotImplementedError("conv2d_forward")
+def _scratch(role, shape, dtype):
+    """A scratch array of the given shape from the thread's buffer for `role`, grown on demand."""
+    size = int(np.prod(shape))
+    key = (role, np.dtype(dtype))
+    buf = _workspace.buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        _workspace.buffers[key] = buf
+    return buf[:size].reshape(shape)
 
 
-def conv2d_backward_data(*args, **kwargs):
-    raise NotImplementedError("conv2d_backward_data")
+def workspace_bytes():
+    """Bytes of scratch memory the calling thread holds for im2col blocks (its peak use)."""
+    return sum(buf.nbytes for buf in _workspace.buffers.values())
 
 
-def conv2d_backward_weights(*args, **kwargs):
-    raise NotImplementedError("conv2d_backward_weights")
+# ---------------------------------------------------------------- validation
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    return method
+
+
+def _check_weight(w, channels, dtype):
+    """w as a C-contiguous (K, C, kh, kw) array of `dtype` matching `channels` input channels."""
+    w = as_float(w, "w", dtype=dtype)
+    check_ndim(w, 4, "w", "(K, C, kh, kw)")
+    if w.shape[1] != channels or min(w.shape) < 1:
+        raise ValueError(
+            f"w: expected shape (K, {channels}, kh, kw) with K, kh, kw >= 1 for inputs "
+            f"with {channels} channels, got {w.shape}")
+    return np.ascontiguousarray(w)
+
+
+def _check_bias(b, out_channels, dtype):
+    b = as_float(b, "b", dtype=dtype)
+    if b.shape != (out_channels,):
+        raise ValueError(f"b: expected shape ({out_channels},) for {out_channels} kernels, got {b.shape}")
+    return b
+
+
+def _check_input(x):
+    x = check_image(x, "x")
+    if x.shape[1] == 0:
+        raise ValueError(f"x: has no channels (shape {x.shape})")
+    return x
+
+
+def _check_dy(dy, expected, dtype=None):
+    dy = as_float(dy, "dy", dtype=dtype)
+    check_ndim(dy, 4, "dy", "(N, K, Ho, Wo)")
+    if dy.shape != expected:
+        raise ValueError(f"dy: shape {dy.shape} does not match the convolution's output shape {expected}")
+    return np.ascontiguousarray(dy)
+
+
+def _check_w_shape(w_shape, x_shape, out_channels):
+    try:
+        shape = tuple(int(s) for s in w_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"w_shape: expected a shape (K, C, kh, kw), got {w_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 1 or shape[0] != out_channels or shape[1] != x_shape[1]:
+        raise ValueError(
+            f"w_shape: expected ({out_channels}, {x_shape[1]}, kh, kw) for dy with "
+            f"{out_channels} channels and x of shape {x_shape}, got {w_shape!r}")
+    return shape
+
+
+# ------------------------------------------------------------------- helpers
+
+def _window(g):
+    """The geometry arguments of the im2col kernels, in their order."""
+    return g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.out_h, g.out_w
+
+
+def _is_pointwise(g):
+    """1x1 kernel, stride 1, no padding: phi(x)^T of a sample is x itself, (C, H*W)."""
+    return (g.kh, g.kw, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+
+
+def _blocks(n, per_sample_elements, itemsize):
+    """(n0, nb) blocks of samples whose im2col columns fit in WORKSPACE_BYTES."""
+    nb = max(1, min(n, WORKSPACE_BYTES // max(per_sample_elements * itemsize, 1)))
+    for n0 in range(0, n, nb):
+        yield n0, min(nb, n - n0)
+
+
+def _column_blocks(x, g):
+    """Yield (n0, nb, cols_t): phi(x[n0:n0+nb])^T as a (C*kh*kw, nb*Ho*Wo) scratch array."""
+    rows, P = x.shape[1] * g.kh * g.kw, g.out_h * g.out_w
+    for n0, nb in _blocks(x.shape[0], rows * P, x.itemsize):
+        cols_t = _scratch("cols", (rows, nb * P), x.dtype)
+        _im2col.im2col_t(x, n0, cols_t, *_window(g))
+        yield n0, nb, cols_t
+
+
+# ------------------------------------------------------------ im2col, col2im
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """phi(x): x (N, C, H, W) -> cols (N*Ho*Wo, C*kh*kw).
+
+    Row ``(n*Ho + i)*Wo + j``, column ``(c*kh + p)*kw + q`` holds
+    ``x[n, c, i*sh - pt + p*dh, j*sw - pl + q*dw]`` (0 outside the image).
+    The result is the transpose (a view) of a C-contiguous (C*kh*kw, N*Ho*Wo)
+    array, the layout the convolution's GEMM uses.
+    """
+    x = _check_input(x)
+    g = conv_geometry(x.shape[2:], kernel_size, stride, padding, dilation)
+    N, C = x.shape[:2]
+    cols_t = np.empty((C * g.kh * g.kw, N * g.out_h * g.out_w), dtype=x.dtype)
+    _im2col.im2col_t(x, 0, cols_t, *_window(g))
+    return cols_t.T
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """M^T: the adjoint of :func:`im2col`. cols (N*Ho*Wo, C*kh*kw) -> x (x_shape).
+
+    Entries that im2col copied from one input cell are summed back into it;
+    entries that came from padding are dropped.
+    """
+    shape = check_x_shape(x_shape)
+    cols = as_float(cols, "cols")
+    g = conv_geometry(shape[2:], kernel_size, stride, padding, dilation)
+    expected = (shape[0] * g.out_h * g.out_w, shape[1] * g.kh * g.kw)
+    if cols.shape != expected:
+        raise ValueError(f"cols: expected shape {expected} (N*Ho*Wo, C*kh*kw) for x_shape {shape}, "
+                         f"got {cols.shape}")
+    dx = np.empty(shape, dtype=cols.dtype)
+    _im2col.col2im_t(np.ascontiguousarray(cols.T), dx, 0, *_window(g))
+    return dx
+
+
+# --------------------------------------------------------------- convolution
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, method="im2col"):
+    """Conv_F: y[n,k,i,j] = sum_{c,p,q} w[k,c,p,q] x[n, c, i*sh-pt+p*dh, j*sw-pl+q*dw] + b[k].
+
+    x: (N, C, H, W); w: (K, C, kh, kw); b: (K,) or None. Returns y (N, K, Ho, Wo)
+    in x's dtype. ``padding`` takes every form of the API (int, pair, per side,
+    negative = crop, "same", "valid"); ``anchor=(m, n)`` replaces it.
+    """
+    x = _check_input(x)
+    w = _check_weight(w, x.shape[1], x.dtype)
+    _check_method(method)
+    g = conv_geometry(x.shape[2:], w.shape[2:], stride, padding, dilation, anchor)
+    N, K, P = x.shape[0], w.shape[0], g.out_h * g.out_w
+    b = None if b is None else _check_bias(b, K, x.dtype)
+    y = np.zeros((N, K, g.out_h, g.out_w), dtype=x.dtype) if method == "direct" else \
+        np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    if method == "direct":
+        _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+    else:
+        wmat = w.reshape(K, -1)
+        y3 = y.reshape(N, K, P)
+        if _is_pointwise(g):
+            np.matmul(wmat, x.reshape(N, -1, P), out=y3)
+        else:
+            for n0, nb, cols_t in _column_blocks(x, g):
+                # Y^T = C^T phi^T for the whole block in one product, then (K, nb, P) -> y[n0:n0+nb].
+                y_t = _scratch("y", (K, nb, P), x.dtype)
+                np.matmul(wmat, cols_t, out=y_t.reshape(K, nb * P))
+                np.copyto(y3[n0:n0 + nb], y_t.transpose(1, 0, 2))
+    if b is not None:
+        y += b.reshape(K, 1, 1)
+    return y
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor=None,
+                         method="im2col"):
+    """Conv_BF: dx = col2im(dY C^T), the gradient of the loss with respect to x.
+
+    dy: (N, K, Ho, Wo); w: (K, C, kh, kw); x_shape: (N, C, H, W) of the forward
+    input. Returns dx of shape x_shape in dy's dtype.
+    """
+    shape = check_x_shape(x_shape)
+    dy = as_float(dy, "dy")
+    w = _check_weight(w, shape[1], dy.dtype)
+    _check_method(method)
+    g = conv_geometry(shape[2:], w.shape[2:], stride, padding, dilation, anchor)
+    N, K, P = shape[0], w.shape[0], g.out_h * g.out_w
+    dy = _check_dy(dy, (N, K, g.out_h, g.out_w))
+    dx = np.empty(shape, dtype=dy.dtype)
+    if method == "direct":
+        _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+        return dx
+    wmat_t = w.reshape(K, -1).T
+    dy3 = dy.reshape(N, K, P)
+    if _is_pointwise(g):
+        np.matmul(wmat_t, dy3, out=dx.reshape(N, -1, P))
+        return dx
+    rows = wmat_t.shape[0]
+    for n0, nb in _blocks(N, rows * P, dy.itemsize):
+        dcols_t = _scratch("cols", (rows, nb * P), dy.dtype)
+        # dphi^T = C dY^T per sample, written in the (C*kh*kw, nb*Ho*Wo) layout col2im reads.
+        np.matmul(wmat_t, dy3[n0:n0 + nb], out=dcols_t.reshape(rows, nb, P).transpose(1, 0, 2))
+        _im2col.col2im_t(dcols_t, dx, n0, *_window(g))
+    return dx
+
+
+def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anchor=None,
+                            method="im2col"):
+    """Conv_grad: dC = phi(x)^T dY (returned as dw of shape w_shape), db = sum of dy over n, i, j.
+
+    dy: (N, K, Ho, Wo); x: the forward input (N, C, H, W); w_shape: (K, C, kh, kw).
+    Sums over the batch, not means (the loss's gradient carries the 1/N).
+    Returns (dw, db) in dy's dtype.
+    """
+    dy = as_float(dy, "dy")
+    x = _check_input(as_float(x, "x", dtype=dy.dtype))
+    _check_method(method)
+    K = dy.shape[1] if dy.ndim == 4 else -1
+    shape = _check_w_shape(w_shape, x.shape, K)
+    g = conv_geometry(x.shape[2:], shape[2:], stride, padding, dilation, anchor)
+    N, P = x.shape[0], g.out_h * g.out_w
+    dy = _check_dy(dy, (N, K, g.out_h, g.out_w))
+    db = dy.sum(axis=(0, 2, 3))
+    if method == "direct":
+        dw = np.empty(shape, dtype=dy.dtype)
+        _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+        return dw, db
+    dy3 = dy.reshape(N, K, P)
+    if _is_pointwise(g):
+        dwmat = np.tensordot(dy3, x.reshape(N, -1, P), axes=([0, 2], [0, 2]))
+        return dwmat.reshape(shape), db
+    dwmat = np.empty((K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
+    for n0, nb, cols_t in _column_blocks(x, g):
+        # dC^T = dY^T phi over the block's nb*Ho*Wo pixels, in one product.
+        dy_t = _scratch("dy", (K, nb, P), dy.dtype)
+        np.copyto(dy_t, dy3[n0:n0 + nb].transpose(1, 0, 2))
+        if n0 == 0:
+            np.matmul(dy_t.reshape(K, nb * P), cols_t.T, out=dwmat)
+        else:
+            dwmat += dy_t.reshape(K, nb * P) @ cols_t.T
+    return dwmat.reshape(shape), db

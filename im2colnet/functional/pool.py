@@ -15,34 +15,10 @@ Average pooling pads with 0 and divides by kh*kw (padding included).
 """
 import numpy as np
 
-from .._checks import as_float, check_batch, check_ndim, conv_geometry
+from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import pool as _pool
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
-
-_IMAGE = "(N, C, H, W)"
-
-
-def _check_image(x, name):
-    """x as a C-contiguous float32/float64 (N, C, H, W) array with N, H, W >= 1."""
-    x = as_float(x, name)
-    check_ndim(x, 4, name, _IMAGE)
-    check_batch(x, name)
-    if x.shape[2] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{name}: the image is empty (shape {x.shape})")
-    return np.ascontiguousarray(x)
-
-
-def _check_x_shape(x_shape):
-    """x_shape as a tuple of four ints (N, C, H, W), N, H, W >= 1."""
-    try:
-        shape = tuple(int(s) for s in x_shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"x_shape: expected a shape (N, C, H, W), got {x_shape!r}") from None
-    if len(shape) != 4 or min(shape) < 0 or 0 in (shape[0], shape[2], shape[3]):
-        raise ValueError(f"x_shape: expected a non-empty shape (N, C, H, W), got {x_shape!r}")
-    return shape
-
 
 def _geometry(in_hw, kernel_size, stride, padding):
     """The window geometry; stride None means stride = kernel_size."""
@@ -75,7 +51,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     its input plane. Ties go to the first maximum in row-major window order;
     a NaN in a window wins (the first NaN), so NaNs propagate.
     """
-    x = _check_image(x, "x")
+    x = check_image(x, "x")
     g = _geometry(x.shape[2:], kernel_size, stride, padding)
     _check_max_padding(g)
     out_shape = (x.shape[0], x.shape[1], g.out_h, g.out_w)
@@ -92,7 +68,7 @@ def maxpool2d_backward(dy, path, x_shape):
     (N, C, H, W). Returns dx of shape x_shape and dy's dtype; where overlapping
     windows share a winner their contributions are summed.
     """
-    shape = _check_x_shape(x_shape)
+    shape = check_x_shape(x_shape)
     dy = as_float(dy, "dy")
     check_ndim(dy, 4, "dy", "(N, C, Ho, Wo)")
     path = np.asarray(path)
@@ -124,7 +100,7 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
     ``y[n, c, i, j] = sum of window (i, j) / (kh*kw)``: padding counts as 0
     and is included in the divisor (PyTorch's count_include_pad=True).
     """
-    x = _check_image(x, "x")
+    x = check_image(x, "x")
     g = _geometry(x.shape[2:], kernel_size, stride, padding)
     y = np.empty((x.shape[0], x.shape[1], g.out_h, g.out_w), dtype=x.dtype)
     _pool.avgpool_forward(x, y, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl)
@@ -137,7 +113,7 @@ def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0):
     dy: (N, C, Ho, Wo); x_shape: (N, C, H, W). Returns dx of shape x_shape
     and dy's dtype (overlapping windows add up).
     """
-    shape = _check_x_shape(x_shape)
+    shape = check_x_shape(x_shape)
     g = _geometry(shape[2:], kernel_size, stride, padding)
     dy = _check_dy(dy, (shape[0], shape[1], g.out_h, g.out_w))
     dx = np.empty(shape, dtype=dy.dtype)
