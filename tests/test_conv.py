@@ -29,6 +29,7 @@ CASES = [
     ((1, 1, 7, 8), (1, 1, 2, 2), 1, 0, 2, (3, -1)),          # exclave with dilation
     ((2, 3, 5, 4), (4, 3, 1, 1), 1, 0, 1, None),             # 1x1: no im2col
     ((2, 3, 5, 4), (4, 3, 1, 1), 2, 1, 1, None),             # 1x1 with stride and padding
+    ((4, 8, 6, 5), (3, 8, 3, 2), (1, 3), ((1, 1), (0, 2)), 1, None),  # N = 4, C = 8, stride 3
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -64,6 +65,27 @@ def test_worked_example_by_hand():
         dw, db = F.conv2d_backward_weights(np.ones((1, 1, 2, 2)), x, w.shape, method=method)
         assert np.array_equal(dw[0, 0], [[12, 16], [24, 28]])   # sums of the 2x2 sub-grids
         assert np.array_equal(db, [4.0])
+
+
+def test_worked_example_matlab_im2col():
+    """The issue's example: A (3x4), K = [[1, 0], [-1, 1]], valid, stride 1.
+
+    MATLAB's im2col(A, [2 2]) is column-major: one column per patch, patches and
+    their entries in column-major order. Ours is row-major: one row per patch.
+    """
+    A = np.array([[1, 3, 1, 4], [2, 8, 5, 1], [3, 2, 0, 3]], dtype=np.float64)
+    K = np.array([[1, 0], [-1, 1]], dtype=np.float64)
+    y = F.conv2d_forward(A[None, None], K[None, None])
+    assert np.array_equal(y[0, 0], [[7, 0, -3], [1, 6, 8]])
+    matlab = np.array([[1, 2, 3, 8, 1, 5], [2, 3, 8, 2, 5, 0], [3, 8, 1, 5, 4, 1], [8, 2, 5, 0, 1, 3]])
+    ours = F.im2col(A[None, None], 2)                        # (6 patches, 4 entries), row-major
+    patch_order = np.arange(6).reshape(2, 3).T.reshape(-1)   # patches in column-major order
+    entry_order = np.arange(4).reshape(2, 2).T.reshape(-1)   # entries in column-major order
+    assert np.array_equal(ours[patch_order][:, entry_order].T, matlab)
+    vec_k = K.T.reshape(-1)                                  # column-major vec(K) = [1, -1, 0, 1]
+    assert np.array_equal(vec_k, [1, -1, 0, 1])
+    assert np.array_equal(matlab.T @ vec_k, [7, 1, 0, 6, -3, 8])
+    assert np.array_equal(matlab.T @ vec_k, y[0, 0].T.reshape(-1))
 
 
 def test_worked_example_padding_and_col2im_counts():
@@ -179,6 +201,23 @@ def test_non_contiguous_and_integer_inputs():
     assert y.dtype == np.float32 and y[0, 0, 0, 0] == 0 + 1 + 4 + 5 + 16 + 17 + 20 + 21
 
 
+def test_read_only_and_fortran_inputs_give_the_contiguous_result():
+    x, w, b = make(CASES[3])
+    expected = F.conv2d_forward(x, w, b, stride=(2, 1), padding=(1, 2))
+    x_ro, w_ro = np.asfortranarray(x), w.copy()
+    x_ro.flags.writeable = False
+    w_ro.flags.writeable = False
+    y = F.conv2d_forward(x_ro, w_ro, b, stride=(2, 1), padding=(1, 2))
+    assert np.array_equal(y, expected) and y.flags.c_contiguous
+    dy = np.ones_like(y)
+    dy.flags.writeable = False
+    assert np.array_equal(F.conv2d_backward_data(dy, w_ro, x.shape, stride=(2, 1), padding=(1, 2)),
+                          F.conv2d_backward_data(np.ones_like(y), w, x.shape, stride=(2, 1), padding=(1, 2)))
+    assert np.array_equal(F.conv2d_backward_weights(dy, x_ro, w.shape, stride=(2, 1), padding=(1, 2))[0],
+                          F.conv2d_backward_weights(np.ones_like(y), x, w.shape, stride=(2, 1),
+                                                    padding=(1, 2))[0])
+
+
 def test_blocks_of_samples_give_the_same_result(monkeypatch):
     """A workspace smaller than one batch's columns runs in blocks: same numbers."""
     x, w, b = make(((7, 3, 9, 9), (4, 3, 3, 3), 1, 1, 1, None))
@@ -236,6 +275,13 @@ def test_against_torch():
     (lambda x, w: F.conv2d_forward(x, w, padding=1, anchor=(1, 1)), ValueError, ["anchor"]),
     (lambda x, w: F.conv2d_forward(x.astype(complex), w), TypeError, ["x", "complex"]),
     (lambda x, w: F.conv2d_forward(x[:0], w), ValueError, ["x", "empty"]),
+    (lambda x, w: F.conv2d_forward(x.astype(object), w), TypeError, ["x", "object"]),
+    (lambda x, w: F.conv2d_forward(x.astype(str), w), TypeError, ["x"]),
+    (lambda x, w: F.conv2d_forward(x, w.astype(complex)), TypeError, ["w", "complex"]),
+    (lambda x, w: F.conv2d_forward(x, w[0]), ValueError, ["w", "4-D"]),
+    (lambda x, w: F.conv2d_forward(x, w, stride=-1), ValueError, ["stride"]),
+    (lambda x, w: F.conv2d_forward(x, w, padding=-2), ValueError, ["kernel_size"]),
+    (lambda x, w: F.im2col(x, 7), ValueError, ["kernel_size"]),
     (lambda x, w: F.conv2d_backward_data(np.ones((2, 4, 3, 3)), w, x.shape), ValueError, ["dy", "(2, 4, 4, 4)"]),
     (lambda x, w: F.conv2d_backward_data(np.ones((2, 4, 4, 4)), w, (2, 3, 6)), ValueError, ["x_shape"]),
     (lambda x, w: F.conv2d_backward_weights(np.ones((2, 4, 4, 4)), x, (4, 2, 3, 3)), ValueError, ["w_shape"]),
