@@ -1,0 +1,788 @@
+"""``im2colnet bench``: when is im2col + GEMM faster than direct convolution, by how much,
+at what memory cost, and how does it stand against a plain-NumPy im2col and PyTorch?
+
+For each layer shape and each pass (forward, backward-data, backward-weights)
+it times, in one run and one process:
+
+  direct  the direct loop convolution (``method="direct"``)
+  ours    im2col + GEMM (``method="im2col"``, the default)
+  gemm    the GEMM alone on matrices of the same shapes: the floor im2col can reach
+  numpy   a plain-NumPy im2col (stride tricks + matmul, ``im2colnet.numpy_im2col``)
+  torch   PyTorch CPU, when it is installed (never a dependency)
+
+Each figure is the median and the minimum over repeats after one warm-up call;
+the methods take turns, round by round, so a burst of load hits them alike;
+slow methods get fewer repeats (the number of repeats fits a time budget).
+Ratios compare medians of the same run. Timings on a shared machine are noisy:
+compare ratios, not absolute times across runs. Memory: the im2col workspace
+our call holds (``functional.conv.workspace_bytes``, measured in a fresh thread),
+the peak NumPy allocates during one call (tracemalloc, output included), and the
+process's peak resident set size.
+
+Whole models (LeNet-5, VGG-small): training images/s at batch 64, inference
+images/s at batch 256 and batch-1 latency, next to the same network in PyTorch.
+
+Use from Python: ``run_layers(shapes, ...)`` / ``run_models(...)`` return plain
+dicts (what ``--json`` writes); ``format_layer_table`` / ``format_model_table``
+render them.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import functional as F
+from . import numpy_im2col
+from ._checks import conv_geometry
+from .functional.conv import workspace_bytes
+
+__all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_shape",
+           "run_layers", "run_models", "format_layer_table", "format_model_table",
+           "add_arguments", "run", "main"]
+
+METHODS = ("direct", "ours", "gemm", "numpy", "torch")
+PASSES = ("forward", "backward-data", "backward-weights")
+
+
+class BenchError(Exception):
+    """A problem with the benchmark's options (reported as one line, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One convolution layer: input (n, c, h, w), k filters of kh x kw, symmetric padding."""
+    name: str
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    kh: int
+    kw: int
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+
+    def geometry(self):
+        return conv_geometry((self.h, self.w), (self.kh, self.kw), self.stride,
+                             self.padding, self.dilation)
+
+    def flops(self):
+        """Multiply-adds x 2 of one pass: 2 * N*Ho*Wo * K * C*kh*kw (the same for all three)."""
+        g = self.geometry()
+        return 2 * self.n * g.out_h * g.out_w * self.k * self.c * self.kh * self.kw
+
+    def describe(self):
+        extra = "".join(f", {label} {value}" for label, value, default in (
+            ("pad", self.padding, 0), ("stride", self.stride, 1), ("dil", self.dilation, 1))
+            if value != default)
+        return (f"N={self.n}, {self.c}->{self.k}, {self.h}x{self.w}, "
+                f"{self.kh}x{self.kw}{extra}")
+
+
+SHAPES = {s.name: s for s in (
+    ConvShape("lenet5-conv1", 64, 1, 28, 28, 6, 5, 5, padding=2),
+    ConvShape("lenet5-conv2", 64, 6, 14, 14, 16, 5, 5),
+    ConvShape("vgg-28", 64, 32, 28, 28, 32, 3, 3, padding=1),
+    ConvShape("vgg-14", 64, 64, 14, 14, 64, 3, 3, padding=1),
+    ConvShape("vgg-7", 64, 128, 7, 7, 128, 3, 3, padding=1),
+    ConvShape("wide", 32, 128, 16, 16, 128, 3, 3, padding=1),
+    ConvShape("strided", 64, 32, 28, 28, 64, 3, 3, stride=2, padding=1),
+    ConvShape("dilated", 64, 32, 28, 28, 32, 3, 3, padding=2, dilation=2),
+)}
+QUICK_SHAPES = ("lenet5-conv1", "lenet5-conv2", "vgg-14")
+
+
+def parse_shape(text):
+    """'N,C,H,W,K,kh,kw[,stride,pad,dil]' -> ConvShape (ValueError with the reason)."""
+    fields = [f.strip() for f in text.split(",")]
+    if not 7 <= len(fields) <= 10:
+        raise ValueError(f"--shape: expected N,C,H,W,K,kh,kw[,stride,pad,dil] "
+                         f"(7 to 10 integers), got {text!r}")
+    try:
+        values = [int(f) for f in fields]
+    except ValueError:
+        raise ValueError(f"--shape: every field must be an integer, got {text!r}") from None
+    shape = ConvShape(",".join(fields), *values)
+    if min(values[:7]) < 1 or shape.stride < 1 or shape.dilation < 1 or shape.padding < 0:
+        raise ValueError(f"--shape: sizes, stride and dilation must be >= 1 and the "
+                         f"padding >= 0, got {text!r}")
+    try:
+        shape.geometry()  # the kernel must fit the padded input
+    except ValueError as exc:
+        raise ValueError(f"--shape {text!r}: {exc}") from None
+    return shape
+
+
+# ---------------------------------------------------------------- timing
+
+def _repeats_for(first, budget, max_repeats):
+    """How many timed calls fit the budget after a warm-up call that took `first` seconds.
+
+    A call under 0.1 s gets at least 5 (one stall of a busy machine then cannot be
+    the median), a slower one at least 1 (a 2 s direct convolution); never more
+    than max_repeats.
+    """
+    floor = 5 if first < 0.1 else 1
+    return max(1, min(max_repeats, max(floor, int(budget / max(first, 1e-9)))))
+
+
+def _time_calls(fn, budget, max_repeats):
+    """(median s, min s, repeats) of fn over repeats after one warm-up call."""
+    return _time_interleaved({"fn": fn}, budget, max_repeats)["fn"]
+
+
+def _time_interleaved(fns, budget, max_repeats, first=None):
+    """{name: fn} -> {name: (median s, min s, repeats)}.
+
+    Each function is called once to warm up (unless `first` already holds the
+    seconds of a warm-up call per name); then, round by round, every function
+    that still owes repeats runs once. Interleaving makes a burst of load on the
+    shared machine hit all methods alike, so the ratios of one run stay fair.
+    """
+    first = dict(first or {})
+    for name, fn in fns.items():
+        if name not in first:
+            first[name] = _timed(fn)
+    owed = {name: _repeats_for(first[name], budget, max_repeats) for name in fns}
+    times = {name: [] for name in fns}
+    for round_ in range(max(owed.values())):
+        for name, fn in fns.items():
+            if round_ < owed[name]:
+                times[name].append(_timed(fn))
+    return {name: (statistics.median(t), min(t), len(t)) for name, t in times.items()}
+
+
+def _timed(fn):
+    """Seconds of one call of fn."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _memory_of_call(fn):
+    """(workspace MiB, traced peak MiB) of one call of fn, run in a fresh thread.
+
+    The im2col scratch buffers are per thread and reused between calls, so a new
+    thread starts with none: what it holds afterwards (``workspace_bytes()``) is
+    the workspace this call needs. The traced peak (tracemalloc, which sees
+    NumPy's allocations) is everything allocated during the call, output included.
+    """
+    result = {}
+
+    def target():
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            fn()
+            result["peak"] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
+        finally:
+            tracemalloc.stop()
+        result["workspace"] = workspace_bytes() / 2**20
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return result.get("workspace"), result.get("peak")
+
+
+def peak_rss_mib():
+    """The process's peak resident set size so far (MiB), or None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ---------------------------------------------------------------- the calls of each method
+
+def _layer_inputs(shape, dtype, rng):
+    g = shape.geometry()
+    return dict(
+        x=rng.standard_normal((shape.n, shape.c, shape.h, shape.w)).astype(dtype),
+        w=rng.standard_normal((shape.k, shape.c, shape.kh, shape.kw)).astype(dtype),
+        b=rng.standard_normal(shape.k).astype(dtype),
+        dy=rng.standard_normal((shape.n, shape.k, g.out_h, g.out_w)).astype(dtype))
+
+
+def _conv_calls(module, shape, t, **method):
+    """The three passes of an im2colnet.functional-like module on the inputs t."""
+    geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
+    return {
+        "forward": lambda: module.conv2d_forward(t["x"], t["w"], t["b"], **geo, **method),
+        "backward-data": lambda: module.conv2d_backward_data(
+            t["dy"], t["w"], t["x"].shape, **geo, **method),
+        "backward-weights": lambda: module.conv2d_backward_weights(
+            t["dy"], t["x"], t["w"].shape, **geo, **method),
+    }
+
+
+def _gemm_calls(shape, t, rng):
+    """The GEMM of each pass alone, on matrices of the im2col shapes, into preallocated
+    outputs, in the layout the im2col path uses (see im2colnet.functional.conv):
+    phi^T (CKK, M), W (K, CKK), dY^T (K, M) with M = N*Ho*Wo and CKK = C*kh*kw.
+
+    forward: Y^T = W phi^T; backward-data: dphi^T = W^T dY^T; backward-weights: dW = dY^T phi.
+    """
+    g = shape.geometry()
+    m, ckk, dtype = shape.n * g.out_h * g.out_w, shape.c * shape.kh * shape.kw, t["x"].dtype
+    cols_t = rng.standard_normal((ckk, m)).astype(dtype)
+    wmat = t["w"].reshape(shape.k, ckk)
+    dy_t = rng.standard_normal((shape.k, m)).astype(dtype)
+    out_f, out_d = np.empty((shape.k, m), dtype), np.empty((ckk, m), dtype)
+    out_w = np.empty((shape.k, ckk), dtype)
+    return {
+        "forward": lambda: np.matmul(wmat, cols_t, out=out_f),
+        "backward-data": lambda: np.matmul(wmat.T, dy_t, out=out_d),
+        "backward-weights": lambda: np.matmul(dy_t, cols_t.T, out=out_w),
+    }
+
+
+def _torch_calls(torch, shape, t):
+    xt, wt, bt, dyt = (torch.from_numpy(t[k]) for k in ("x", "w", "b", "dy"))
+    geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
+
+    def no_grad(fn):
+        def call():
+            with torch.no_grad():
+                return fn()
+        return call
+
+    return {
+        "forward": no_grad(lambda: torch.nn.functional.conv2d(xt, wt, bt, **geo)),
+        "backward-data": no_grad(lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, **geo)),
+        "backward-weights": no_grad(lambda: (torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, **geo),
+                                             dyt.sum((0, 2, 3)))),
+    }
+
+
+class _Unavailable(Exception):
+    """A method that cannot run here (not installed, not implemented yet)."""
+
+
+def _method_calls(method, shape, t, rng, torch):
+    if method == "direct":
+        return _conv_calls(F, shape, t, method="direct")
+    if method == "ours":
+        return _conv_calls(F, shape, t)
+    if method == "gemm":
+        return _gemm_calls(shape, t, rng)
+    if method == "numpy":
+        return _conv_calls(numpy_im2col, shape, t)
+    if torch is None:
+        raise _Unavailable("PyTorch is not installed")
+    return _torch_calls(torch, shape, t)
+
+
+def _ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def _time_pass(fns, flops, budget, direct_budget, max_repeats):
+    """{method: fn} of one pass -> {method: timing dict}; a method whose call raises
+    NotImplementedError (a part not written yet) gets {"error": ...} instead."""
+    runnable, timings, first = {}, {}, {}
+    for method, fn in fns.items():
+        try:
+            first[method] = _timed(fn)  # the warm-up call
+            runnable[method] = fn
+        except NotImplementedError as exc:
+            timings[method] = {"error": f"not implemented yet ({exc})"}
+    # NumPy's BLAS threads keep spinning for a moment after a product and PyTorch has
+    # its own thread pool: alternating call by call between the two would charge each
+    # one with the other's idle spinning. So PyTorch runs as a block of its own, and so
+    # do the direct loops (seconds per call, their own budget); the rest take turns.
+    shared = {m: fn for m, fn in runnable.items() if m not in ("direct", "torch")}
+    measured = _time_interleaved(shared, budget, max_repeats, first) if shared else {}
+    for method, method_budget in (("direct", direct_budget), ("torch", budget)):
+        if method in runnable:
+            measured[method] = _time_interleaved({method: runnable[method]}, method_budget,
+                                                 max_repeats, first)[method]
+    for method, (median, minimum, repeats) in measured.items():
+        timings[method] = {"median_ms": median * 1e3, "min_ms": minimum * 1e3,
+                           "repeats": repeats, "gflops": flops / median / 1e9}
+    return timings
+
+
+def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeats=20,
+               direct_budget=None, seed=0, progress=None):
+    """Time every pass of every shape with every method; a list of result dicts.
+
+    shapes: ConvShape list; dtype: float32 or float64; budget: seconds of repeats
+    per (shape, pass, method) after the warm-up (direct_budget for the direct
+    loops, default budget); progress: callable(str) for status lines, or None.
+    Each result: {"shape": {...}, "pass", "flops", "methods": {method: {...}},
+    "ratios": {...}, "memory_mib": {"ours_workspace", "ours_peak", "numpy_peak",
+    "full_cols"}}.
+    """
+    torch = _import_torch() if "torch" in methods else None
+    direct_budget = budget if direct_budget is None else direct_budget
+    rng = np.random.default_rng(seed)
+    results = []
+    for shape in shapes:
+        tensors = _layer_inputs(shape, dtype, rng)
+        flops = shape.flops()
+        calls, failures = {}, {}
+        for method in methods:
+            try:
+                calls[method] = _method_calls(method, shape, tensors, rng, torch)
+            except _Unavailable as exc:
+                failures[method] = {"error": str(exc)}
+        g = shape.geometry()
+        full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
+                     * np.dtype(dtype).itemsize / 2**20)
+        for pass_ in PASSES:
+            if progress:
+                progress(f"{shape.name} {pass_}")
+            timings = dict(failures)
+            timings.update(_time_pass({m: fns[pass_] for m, fns in calls.items()}, flops,
+                                      budget, direct_budget, max_repeats))
+            med = {m: t.get("median_ms") for m, t in timings.items()}
+            memory = {"full_cols": full_cols}
+            for method in ("ours", "numpy"):
+                if "median_ms" in timings.get(method, {}):
+                    workspace, peak = _memory_of_call(calls[method][pass_])
+                    memory[f"{method}_peak"] = peak
+                    if method == "ours":
+                        memory["ours_workspace"] = workspace
+            results.append({
+                "shape": asdict(shape), "pass": pass_, "flops": flops,
+                "methods": {m: timings[m] for m in methods if m in timings},
+                "ratios": {
+                    "ours/gemm": _ratio(med.get("ours"), med.get("gemm")),
+                    "direct/ours": _ratio(med.get("direct"), med.get("ours")),
+                    "numpy/ours": _ratio(med.get("numpy"), med.get("ours")),
+                    "ours/torch": _ratio(med.get("ours"), med.get("torch")),
+                },
+                "memory_mib": memory,
+            })
+    return results
+
+
+# ---------------------------------------------------------------- whole models
+
+def _torch_twin(torch, model):
+    """The same network in PyTorch, built from each layer's get_config(); None when a
+    layer has no PyTorch equivalent here."""
+    nn = torch.nn
+    modules = []
+    for layer in model.layers:
+        kind, cfg = type(layer).__name__, layer.get_config()
+        if kind == "Conv2d":
+            if cfg.get("anchor") is not None:
+                return None
+            modules.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"],
+                                     cfg.get("stride", 1), cfg.get("padding", 0),
+                                     cfg.get("dilation", 1), bias=cfg.get("bias", True)))
+        elif kind == "Linear":
+            modules.append(nn.Linear(cfg["in_features"], cfg["out_features"],
+                                     bias=cfg.get("bias", True)))
+        elif kind == "MaxPool2d":
+            modules.append(nn.MaxPool2d(cfg["kernel_size"], cfg.get("stride"), cfg.get("padding", 0)))
+        elif kind == "AvgPool2d":
+            modules.append(nn.AvgPool2d(cfg["kernel_size"], cfg.get("stride"), cfg.get("padding", 0),
+                                        count_include_pad=True))
+        elif kind in ("BatchNorm2d", "BatchNorm1d"):
+            if cfg.get("mode", "spatial") != "spatial":
+                return None
+            cls = nn.BatchNorm2d if kind == "BatchNorm2d" else nn.BatchNorm1d
+            modules.append(cls(cfg["num_features"], eps=cfg.get("eps", 1e-5),
+                               momentum=cfg.get("momentum", 0.1)))
+        elif kind in ("ReLU", "Tanh", "Sigmoid", "Flatten"):
+            modules.append(getattr(nn, kind)())
+        elif kind == "ELU":
+            modules.append(nn.ELU(cfg.get("alpha", 1.0)))
+        elif kind == "Dropout":
+            modules.append(nn.Dropout(cfg.get("p", 0.5)))
+        elif kind == "Softmax":
+            continue  # scores go to a fused softmax + cross-entropy loss in both libraries
+        else:
+            return None
+    return nn.Sequential(*modules)
+
+
+def _images_per_second(fn, images, budget, max_repeats):
+    median, minimum, repeats = _time_calls(fn, budget, max_repeats)
+    return {"images_per_s": images / median, "best_images_per_s": images / minimum,
+            "median_ms": median * 1e3, "repeats": repeats}
+
+
+def _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats):
+    from .losses import CrossEntropyLoss
+    from .optim import SGD
+    optimizer, loss_fn, batch = SGD(0.01, momentum=0.9), CrossEntropyLoss(), 64
+    steps = x_train.shape[0] // batch
+
+    def train():  # the same work as one fit() step per batch, without fit's printing
+        model.fit(x_train, y_train, epochs=1, batch_size=batch, optimizer=optimizer,
+                  loss=loss_fn, verbose=0, seed=0)
+
+    return {
+        "train": _images_per_second(train, steps * batch, budget, max_repeats),
+        "infer": _images_per_second(lambda: model.predict(x_infer, batch_size=256),
+                                    x_infer.shape[0], budget, max_repeats),
+        "latency_ms": _time_calls(lambda: model.predict(x_infer[:1], batch_size=1),
+                                  budget, max_repeats)[0] * 1e3,
+    }
+
+
+def _bench_torch(torch, net, x_train, y_train, x_infer, budget, max_repeats):
+    batch = 64
+    xt, yt, xi = (torch.from_numpy(a) for a in (x_train, y_train, x_infer))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    steps = x_train.shape[0] // batch
+
+    def train():
+        net.train()
+        for s in range(steps):
+            optimizer.zero_grad()
+            loss = loss_fn(net(xt[s * batch:(s + 1) * batch]), yt[s * batch:(s + 1) * batch])
+            loss.backward()
+            optimizer.step()
+
+    def infer(x):
+        net.eval()
+        with torch.no_grad():
+            return net(x)
+
+    return {
+        "train": _images_per_second(train, steps * batch, budget, max_repeats),
+        "infer": _images_per_second(lambda: infer(xi), x_infer.shape[0], budget, max_repeats),
+        "latency_ms": _time_calls(lambda: infer(xi[:1]), budget, max_repeats)[0] * 1e3,
+    }
+
+
+def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_repeats=5,
+               train_images=640, seed=0, with_torch=True, progress=None):
+    """Whole-model throughput; a list of {"model", "ours": {...}, "torch": {...}, "ratios"}.
+
+    Training: SGD with momentum, batch 64, over train_images random images;
+    inference: one batch of 256; latency: one image. Random data: speed only.
+    """
+    try:
+        from . import models as zoo
+        builders = {name: getattr(zoo, name) for name in names}
+        from .losses import CrossEntropyLoss  # noqa: F401
+        from .optim import SGD  # noqa: F401
+    except (ImportError, AttributeError) as exc:
+        return [{"model": name, "error": f"models not available yet ({exc})"} for name in names]
+    torch = _import_torch() if with_torch else None
+    rng = np.random.default_rng(seed)
+    results = []
+    for name in names:
+        if progress:
+            progress(f"model {name}")
+        try:
+            model = builders[name]()
+            in_shape = tuple(getattr(model, "input_shape", None) or (1, 28, 28))
+            x_train = rng.random((train_images,) + in_shape).astype(dtype)
+            scores = model.predict(x_train[:2])
+            y_train = rng.integers(0, scores.shape[1], train_images)
+            x_infer = rng.random((256,) + in_shape).astype(dtype)
+            entry = {"model": name, "input_shape": list(in_shape),
+                     "ours": _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats)}
+        except NotImplementedError as exc:
+            results.append({"model": name, "error": f"not implemented yet ({exc})"})
+            continue
+        if torch is not None:
+            net = _torch_twin(torch, model)
+            if net is None:
+                entry["torch"] = {"error": "no PyTorch equivalent for one of the layers"}
+            else:
+                net = net.to(torch.float64 if dtype == np.float64 else torch.float32)
+                entry["torch"] = _bench_torch(torch, net, x_train, y_train, x_infer,
+                                              budget, max_repeats)
+        ours, theirs = entry["ours"], entry.get("torch", {})
+        if "train" in theirs:
+            entry["ratios"] = {
+                "train ours/torch": ours["train"]["images_per_s"] / theirs["train"]["images_per_s"],
+                "infer ours/torch": ours["infer"]["images_per_s"] / theirs["infer"]["images_per_s"],
+                "latency torch/ours": theirs["latency_ms"] / ours["latency_ms"],
+            }
+        results.append(entry)
+    return results
+
+
+# ---------------------------------------------------------------- output
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def _table(header, rows):
+    """Left-align the first column, right-align the rest, two spaces between columns."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = [str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i])
+                 for i, c in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _ms(value):
+    """Milliseconds with about three significant digits, without exponents."""
+    return format(value, ".0f" if value >= 100 else ".1f" if value >= 10
+                  else ".2f" if value >= 1 else ".3f")
+
+
+def _time_cell(timing):
+    """'median/min' in ms; '-' when the method did not run, 'n/a' when it could not."""
+    if timing is None:
+        return "-"
+    if "error" in timing:
+        return "n/a"
+    return f"{_ms(timing['median_ms'])}/{_ms(timing['min_ms'])}"
+
+
+def _blas_name():
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001 -- older NumPy: the name is a nicety
+        return "unknown"
+
+
+def machine_info():
+    torch = _import_torch()
+    from . import build_info
+    return {
+        "python": platform.python_version(), "numpy": np.__version__, "blas": _blas_name(),
+        "platform": platform.platform(), "cpus": os.cpu_count(),
+        "thread_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                   "MKL_NUM_THREADS") if k in os.environ},
+        "im2colnet_build": build_info(),
+        "torch": None if torch is None else torch.__version__,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+    }
+
+
+def format_header(info, dtype):
+    """One line: what ran where."""
+    threads = ", ".join(f"{k}={v}" for k, v in info["thread_env"].items())
+    torch = ("torch not installed" if info["torch"] is None
+             else f"torch {info['torch']} ({info['torch_threads']} threads)")
+    return (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
+            f"{', ' + threads if threads else ''}), {torch}, {info['cpus']} CPUs, "
+            f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}")
+
+
+def format_layer_table(results, methods=METHODS):
+    """The layer results as a text table: one block of three passes per shape."""
+    header = (["shape / pass"] + [f"{m} ms" for m in methods]
+              + ["ours GF/s", "ours/gemm", "direct/ours", "numpy/ours", "ours/torch",
+                 "ws MiB", "ours MiB", "numpy MiB"])
+    rows, last = [], None
+    short = {"forward": "  forward", "backward-data": "  bwd-data", "backward-weights": "  bwd-weights"}
+    for r in results:
+        s = r["shape"]
+        if s["name"] != last:
+            rows.append([f"{s['name']}  ({ConvShape(**s).describe()})"] + [""] * (len(header) - 1))
+            last = s["name"]
+        ours, ratios, mem = r["methods"].get("ours", {}), r["ratios"], r["memory_mib"]
+        rows.append([short[r["pass"]]]
+                    + [_time_cell(r["methods"].get(m)) for m in methods]
+                    + [_fmt(ours.get("gflops"), ".1f"),
+                       _fmt(ratios["ours/gemm"], ".2f"), _fmt(ratios["direct/ours"], ".1f"),
+                       _fmt(ratios["numpy/ours"], ".2f"), _fmt(ratios["ours/torch"], ".2f"),
+                       _fmt(mem.get("ours_workspace"), ".1f"), _fmt(mem.get("ours_peak"), ".1f"),
+                       _fmt(mem.get("numpy_peak"), ".1f")])
+    notes = sorted({f"{m}: {t['error']}" for r in results for m, t in r["methods"].items()
+                    if "error" in t})
+    text = _table(header, rows)
+    if notes:
+        text += "\n" + "\n".join(f"n/a  {n}" for n in notes)
+    return text
+
+
+def format_model_table(results):
+    header = ["model", "train img/s (b=64)", "torch", "infer img/s (b=256)", "torch",
+              "latency ms (b=1)", "torch", "train ours/torch", "infer ours/torch"]
+    rows, notes = [], []
+    for r in results:
+        if "error" in r:
+            notes.append(f"{r['model']}: {r['error']}")
+            continue
+        ours, theirs, ratios = r["ours"], r.get("torch", {}), r.get("ratios", {})
+        if "error" in theirs:
+            notes.append(f"{r['model']} torch: {theirs['error']}")
+        rows.append([r["model"],
+                     _fmt(ours["train"]["images_per_s"], ".0f"),
+                     _fmt(theirs.get("train", {}).get("images_per_s"), ".0f"),
+                     _fmt(ours["infer"]["images_per_s"], ".0f"),
+                     _fmt(theirs.get("infer", {}).get("images_per_s"), ".0f"),
+                     _fmt(ours["latency_ms"], ".2f"), _fmt(theirs.get("latency_ms"), ".2f"),
+                     _fmt(ratios.get("train ours/torch"), ".2f"),
+                     _fmt(ratios.get("infer ours/torch"), ".2f")])
+    text = _table(header, rows) if rows else ""
+    return "\n".join([text] + [f"n/a  {n}" for n in notes]).strip("\n")
+
+
+def plot_layers(results, path, methods=METHODS):
+    """Bar chart, one panel per pass: median time per shape for each method (log scale)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r["shape"]["name"] for r in results))
+    fig, axes = plt.subplots(len(PASSES), 1, figsize=(max(6, 1.2 * len(names) + 2), 9),
+                             sharex=True)
+    width = 0.8 / len(methods)
+    for ax, pass_ in zip(axes, PASSES):
+        by_name = {r["shape"]["name"]: r for r in results if r["pass"] == pass_}
+        for i, m in enumerate(methods):
+            values = [by_name[n]["methods"].get(m, {}).get("median_ms", np.nan) for n in names]
+            ax.bar(np.arange(len(names)) + i * width, values, width, label=m)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (median)")
+        ax.set_title(pass_)
+    axes[-1].set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    axes[-1].set_xticklabels(names, rotation=30, ha="right")
+    axes[0].legend(ncol=len(methods), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command line
+
+def add_arguments(parser):
+    """The options of `im2colnet bench` (shared with `python -m im2colnet.bench`)."""
+    parser.add_argument("shapes", nargs="*", metavar="NAME",
+                        help=f"named layer shapes to run (default: all): {', '.join(SHAPES)}")
+    parser.add_argument("--shape", action="append", default=[], metavar="N,C,H,W,K,kh,kw[,s,p,d]",
+                        help="an extra layer shape (repeatable); stride, padding, dilation "
+                             "default to 1, 0, 1")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a fast subset ({', '.join(QUICK_SHAPES)}) with short time "
+                             "budgets and no model benchmarks (what the demo runs)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="the floating-point type (default float32)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="time spent repeating each measurement (default 1, quick 0.2)")
+    parser.add_argument("--repeats", type=int, default=20, metavar="N",
+                        help="at most N repeats per measurement (default 20)")
+    parser.add_argument("--no-layers", action="store_true", help="skip the layer table")
+    parser.add_argument("--no-models", action="store_true",
+                        help="skip the whole-model (LeNet-5, VGG-small) throughput table")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw time per shape for each method (needs matplotlib)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def _selected_shapes(args):
+    unknown = [name for name in args.shapes if name not in SHAPES]
+    if unknown:
+        raise BenchError(f"unknown layer shape {unknown[0]!r}; choose from {', '.join(SHAPES)} "
+                         "or give --shape N,C,H,W,K,kh,kw")
+    # Named shapes as given; with only --shape, just those; else the quick set or all.
+    names = args.shapes or ([] if args.shape else list(QUICK_SHAPES) if args.quick else list(SHAPES))
+    try:
+        extra = [parse_shape(text) for text in args.shape]
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    return [SHAPES[n] for n in names] + extra
+
+
+def run(args, out=sys.stdout, err=sys.stderr):
+    """Run the benchmark for parsed arguments; prints the tables. Raises BenchError."""
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise BenchError(f"--methods: unknown method {bad[0] if bad else args.methods!r}; "
+                         f"choose from {','.join(METHODS)}")
+    if args.repeats < 1:
+        raise BenchError(f"--repeats: must be >= 1, got {args.repeats}")
+    if args.budget is not None and args.budget < 0:
+        raise BenchError(f"--budget: must be >= 0, got {args.budget}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BenchError("--plot needs matplotlib: pip install matplotlib "
+                             "(or pip install im2colnet[plot])") from None
+    shapes = _selected_shapes(args)
+    dtype = np.dtype(args.dtype).type
+    budget = args.budget if args.budget is not None else (0.2 if args.quick else 1.0)
+    tty = getattr(err, "isatty", lambda: False)()
+
+    def progress(text):
+        if tty:
+            err.write(f"\r\033[Kbenchmarking {text} ...")
+            err.flush()
+
+    info = machine_info()
+    report = {"machine": info, "dtype": np.dtype(dtype).name, "budget_s": budget,
+              "max_repeats": args.repeats, "layers": [], "models": []}
+    print(format_header(info, dtype), file=out)
+    if not args.no_layers and shapes:
+        report["layers"] = run_layers(shapes, dtype, methods, budget, args.repeats,
+                                      direct_budget=min(budget, 0.5), seed=args.seed,
+                                      progress=progress)
+        if tty:
+            err.write("\r\033[K")
+        print("\nConvolution layers: ms per call, median/min over repeats after a warm-up; "
+              "ratios of medians in this run;\nws MiB = im2col workspace of our call; "
+              "ours/numpy MiB = peak memory allocated during one call (output included).",
+              file=out)
+        print(format_layer_table(report["layers"], methods), file=out)
+    if not (args.no_models or args.quick):
+        report["models"] = run_models(dtype=dtype, budget=max(budget, 1.0), seed=args.seed,
+                                      with_torch="torch" in methods, progress=progress)
+        if tty:
+            err.write("\r\033[K")
+        print("\nWhole models (random data): images/s, median over repeats; SGD momentum, "
+              "batch 64 for training, 256 for inference.", file=out)
+        print(format_model_table(report["models"]), file=out)
+    report["peak_rss_mib"] = peak_rss_mib()
+    print(f"\nprocess peak RSS: {_fmt(report['peak_rss_mib'], '.0f')} MiB", file=out)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"wrote {args.json}", file=out)
+    if args.plot and report["layers"]:
+        plot_layers(report["layers"], args.plot, methods)
+        print(f"wrote {args.plot}", file=out)
+    return report
+
+
+def main(argv=None, prog="python -m im2colnet.bench"):
+    """Parse argv (default sys.argv[1:]), run, print; returns the exit code (2 on a bad option)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except BenchError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``im2colnet demo``: a tour in a few minutes.
+
+1. locate Fashion-MNIST (installing the Debian package where that is possible),
+2. train LeNet-5 for one epoch on MNIST with a progress bar, score it on the test set,
+3. score the pretrained LeNet-5 and VGG-small on their test sets,
+4. print the quick benchmark table (im2col + GEMM against direct loops and others).
+
+Each part that cannot run (no data, no pretrained file) says so in one line
+and the demo goes on.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import time
+
+from .cli import data_root, evaluate_model, load_dataset, zoo_model
+
+FASHION_PACKAGE = "dataset-fashion-mnist"
+PRETRAINED = (("lenet5", True), ("lenet5", "fashion-mnist"), ("vgg_small", True))
+
+
+def _part(title, fn, out):
+    """Run one part; a missing piece or a failure is one line, never the end of the demo."""
+    print(f"\n== {title}", file=out, flush=True)
+    t0 = time.perf_counter()
+    try:
+        fn()
+    except FileNotFoundError as exc:
+        print(f"   skipped: {_first_line(exc)}", file=out)
+    except Exception as exc:  # noqa: BLE001 -- the demo reports and continues
+        print(f"   skipped: {type(exc).__name__}: {_first_line(exc)}", file=out)
+    print(f"   ({time.perf_counter() - t0:.1f} s)", file=out, flush=True)
+
+
+def _first_line(exc):
+    return " ".join(str(exc).split())
+
+
+def _install_fashion(out):
+    """apt-get install the Debian package, when we are root and apt-get exists."""
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    print(f"   installing the Debian package {FASHION_PACKAGE} ...", file=out, flush=True)
+    try:
+        for cmd in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", FASHION_PACKAGE]):
+            subprocess.run(cmd, check=True, timeout=180, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def locate_fashion(data, allow_install, out):
+    try:
+        x, _ = load_dataset("fashion-mnist", "test", data)
+    except FileNotFoundError:
+        if not (allow_install and _install_fashion(out)):
+            raise FileNotFoundError(
+                f"Fashion-MNIST not found; install it with `sudo apt-get install "
+                f"{FASHION_PACKAGE}` or put its IDX files in $IM2COLNET_DATA/fashion-mnist") from None
+        x, _ = load_dataset("fashion-mnist", "test", data)
+    print(f"   Fashion-MNIST found: {len(x)} test images", file=out)
+
+
+def train_lenet5(data, out):
+    from .losses import CrossEntropyLoss
+    from .optim import SGD
+    x, y = load_dataset("mnist", "train", data)
+    model = zoo_model("lenet5")
+    print(f"   LeNet-5 on MNIST, one epoch of {len(x)} images, SGD lr 0.01 momentum 0.9, "
+          f"batch 64", file=out, flush=True)
+    t0 = time.perf_counter()
+    model.fit(x, y, epochs=1, batch_size=64, optimizer=SGD(0.01, momentum=0.9),
+              loss=CrossEntropyLoss(), verbose=1, seed=0)
+    print(f"   trained in {time.perf_counter() - t0:.1f} s "
+          f"({len(x) / (time.perf_counter() - t0):.0f} images/s)", file=out)
+    evaluate_model(model, "mnist", data, out=out, confusion=False)
+
+
+def score_pretrained(data, out):
+    for name, weights in PRETRAINED:
+        label = f"{name} ({'default' if weights is True else weights} weights)"
+        try:
+            model = zoo_model(name, pretrained=weights)
+        except Exception as exc:  # noqa: BLE001 -- a missing file is reported, not fatal
+            print(f"   {label}: not available ({_first_line(exc)})", file=out)
+            continue
+        meta = dict(getattr(model, "metadata", None) or {})
+        dataset = meta.get("dataset") or (weights if isinstance(weights, str) else "mnist")
+        print(f"   {label}:", file=out, end=" ", flush=True)
+        try:
+            root = _fashion_root(data) if dataset == "fashion-mnist" else data
+            evaluate_model(model, dataset, root, out=out, confusion=False)
+        except FileNotFoundError as exc:
+            print(f"no {dataset} test data ({_first_line(exc)})", file=out)
+
+
+def quick_bench(out):
+    from . import bench
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    bench.run(parser.parse_args(["--quick"]), out=out)
+
+
+def _fashion_root(data):
+    """--data names a folder of datasets; without fashion-mnist/ in it, use the default places."""
+    return data if data and os.path.isdir(os.path.join(data, "fashion-mnist")) else None
+
+
+def run_demo(args, out):
+    start = time.perf_counter()
+    data = args.data
+    print(f"im2colnet demo: MNIST from {data_root('mnist', data) or os.environ.get('IM2COLNET_DATA') or 'the default location'}",
+          file=out)
+    _part("1/4 Fashion-MNIST",
+          lambda: locate_fashion(_fashion_root(data), not args.no_install, out), out)
+    _part("2/4 train LeNet-5 for one epoch on MNIST", lambda: train_lenet5(data, out), out)
+    _part("3/4 pretrained models on their test sets", lambda: score_pretrained(data, out), out)
+    if not args.no_bench:
+        _part("4/4 quick benchmark (im2colnet bench --quick)", lambda: quick_bench(out), out)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s", file=out)
+    return 0

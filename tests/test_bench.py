@@ -1,0 +1,167 @@
+"""The benchmark's own checks: its baseline is right, its figures are well formed.
+
+Timing is never pass/fail here: budgets are zero and shapes tiny.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import im2colnet.functional as F
+from im2colnet import bench
+from im2colnet import numpy_im2col as baseline
+
+# (x shape, w shape, stride, padding, dilation): square and non-square, strided, dilated, cropped.
+GEOMETRIES = [
+    ((2, 3, 7, 6), (4, 3, 3, 3), 1, 1, 1),
+    ((2, 2, 9, 8), (3, 2, 3, 2), (2, 1), (1, 0), 1),
+    ((1, 3, 10, 9), (2, 3, 3, 3), 2, 2, (2, 1)),
+    ((2, 1, 6, 6), (2, 1, 5, 5), 1, 2, 1),
+    ((1, 2, 8, 8), (2, 2, 3, 3), 1, -1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation", GEOMETRIES)
+def test_numpy_baseline_matches_the_library(dtype, x_shape, w_shape, stride, padding, dilation):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    geo = dict(stride=stride, padding=padding, dilation=dilation)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+
+    cols = baseline.im2col(x, w_shape[2:], **geo)
+    np.testing.assert_array_equal(cols, F.im2col(x, w_shape[2:], **geo))
+    y = baseline.conv2d_forward(x, w, b, **geo)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, F.conv2d_forward(x, w, b, **geo, method="direct"), **tol)
+
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = baseline.conv2d_backward_data(dy, w, x.shape, **geo)
+    np.testing.assert_allclose(dx, F.conv2d_backward_data(dy, w, x.shape, **geo, method="direct"),
+                               **tol)
+    dw, db = baseline.conv2d_backward_weights(dy, x, w.shape, **geo)
+    dw_ref, db_ref = F.conv2d_backward_weights(dy, x, w.shape, **geo, method="direct")
+    np.testing.assert_allclose(dw, dw_ref, **tol)
+    np.testing.assert_allclose(db, db_ref, **tol)
+
+
+def test_numpy_col2im_is_the_adjoint_of_im2col():
+    # <im2col(x), c> == <x, col2im(c)> for every x and c.
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 9, 7))
+    geo = dict(kernel_size=(3, 2), stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2))
+    cols = baseline.im2col(x, **geo)
+    c = rng.standard_normal(cols.shape)
+    assert np.isclose(np.vdot(cols, c), np.vdot(x, baseline.col2im(c, x.shape, **geo)), rtol=1e-12)
+
+
+def test_parse_shape_reads_the_optional_fields():
+    s = bench.parse_shape("2, 3, 8, 9, 4, 3, 5")
+    assert (s.n, s.c, s.h, s.w, s.k, s.kh, s.kw, s.stride, s.padding, s.dilation) == \
+        (2, 3, 8, 9, 4, 3, 5, 1, 0, 1)
+    s = bench.parse_shape("1,1,28,28,6,5,5,2,2,3")
+    assert (s.stride, s.padding, s.dilation) == (2, 2, 3)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("1,2,3", "7 to 10 integers"),
+    ("1,2,3,4,5,6,7,8,9,10,11", "7 to 10 integers"),
+    ("1,2,8,8,4,3,x", "must be an integer"),
+    ("0,2,8,8,4,3,3", ">= 1"),
+    ("1,2,8,8,4,3,3,0", ">= 1"),
+    ("1,2,8,8,4,3,3,1,-1", "padding >= 0"),
+    ("1,2,4,4,4,7,7", "does not fit"),
+])
+def test_parse_shape_rejects_with_the_reason(text, words):
+    with pytest.raises(ValueError, match="--shape") as info:
+        bench.parse_shape(text)
+    assert words in str(info.value)
+
+
+def test_flops_worked_example():
+    # LeNet-5 conv1: 64 * 28*28 outputs * 6 filters * 1*5*5 taps, two flops each.
+    assert bench.SHAPES["lenet5-conv1"].flops() == 2 * 64 * 28 * 28 * 6 * 25
+    # Stride 2 with padding 1 on 28x28, 3x3: 14x14 outputs.
+    assert bench.SHAPES["strided"].flops() == 2 * 64 * 14 * 14 * 64 * 32 * 9
+
+
+def test_named_shapes_cover_the_issue():
+    assert {"lenet5-conv1", "lenet5-conv2", "vgg-28", "vgg-14", "vgg-7", "wide", "strided",
+            "dilated"} <= set(bench.SHAPES)
+    assert set(bench.QUICK_SHAPES) <= set(bench.SHAPES)
+    for shape in bench.SHAPES.values():
+        shape.geometry()  # every named shape is a valid convolution
+
+
+def test_interleaved_timing_calls_each_function_warmup_plus_repeats():
+    calls = {"a": 0, "b": 0}
+
+    def counter(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    result = bench._time_interleaved({"a": counter("a"), "b": counter("b")}, budget=0,
+                                     max_repeats=3)
+    assert calls == {"a": 4, "b": 4}  # one warm-up each, then 3 rounds
+    for median, minimum, repeats in result.values():
+        assert repeats == 3 and 0 <= minimum <= median
+
+
+def test_run_layers_figures_are_consistent():
+    shape = bench.parse_shape("2,3,8,8,4,3,3,1,1")
+    methods = ("direct", "ours", "gemm", "numpy")
+    results = bench.run_layers([shape], methods=methods, budget=0, max_repeats=1)
+    assert [r["pass"] for r in results] == list(bench.PASSES)
+    for r in results:
+        assert r["flops"] == shape.flops() == 2 * 2 * 64 * 4 * 27
+        for m in methods:
+            t = r["methods"][m]
+            assert t["repeats"] == 1 and 0 < t["min_ms"] <= t["median_ms"]
+            assert t["gflops"] == pytest.approx(r["flops"] / (t["median_ms"] * 1e-3) / 1e9)
+        med = {m: r["methods"][m]["median_ms"] for m in methods}
+        assert r["ratios"]["ours/gemm"] == pytest.approx(med["ours"] / med["gemm"])
+        assert r["ratios"]["direct/ours"] == pytest.approx(med["direct"] / med["ours"])
+        assert r["ratios"]["numpy/ours"] == pytest.approx(med["numpy"] / med["ours"])
+        assert r["ratios"]["ours/torch"] is None
+        mem = r["memory_mib"]
+        assert mem["full_cols"] == pytest.approx(2 * 64 * 27 * 4 / 2**20)
+        if r["pass"] != "backward-data":  # these passes hold the whole batch's phi(x)^T
+            assert mem["ours_workspace"] >= mem["full_cols"]
+        assert mem["ours_peak"] > 0 and mem["numpy_peak"] > 0
+    text = bench.format_layer_table(results, methods)
+    assert shape.name in text and "bwd-weights" in text
+    json.dumps(results)  # plain data, ready for --json
+
+
+def test_unavailable_method_is_reported_not_fatal(monkeypatch):
+    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    results = bench.run_layers([bench.parse_shape("1,1,5,5,1,3,3")], methods=("ours", "torch"),
+                               budget=0, max_repeats=1)
+    assert results[0]["methods"]["torch"] == {"error": "PyTorch is not installed"}
+    assert results[0]["ratios"]["ours/torch"] is None
+    text = bench.format_layer_table(results, ("ours", "torch"))
+    assert "n/a  torch: PyTorch is not installed" in text
+
+
+def test_torch_figures_when_installed():
+    pytest.importorskip("torch")
+    results = bench.run_layers([bench.parse_shape("2,2,6,6,3,3,3,2,1,1")],
+                               methods=("ours", "torch"), budget=0, max_repeats=1)
+    for r in results:
+        assert r["methods"]["torch"]["median_ms"] > 0 and r["ratios"]["ours/torch"] > 0
+
+
+def test_whole_model_rows():
+    results = bench.run_models(("lenet5",), budget=0, max_repeats=1, train_images=64,
+                               with_torch=False)
+    assert len(results) == 1 and results[0]["model"] == "lenet5"
+    r = results[0]
+    if "error" in r:  # the zoo has not landed: the bench says so instead of failing
+        assert "not available" in r["error"] or "not implemented" in r["error"]
+        return
+    assert r["ours"]["train"]["images_per_s"] > 0 and r["ours"]["infer"]["images_per_s"] > 0
+    assert r["ours"]["latency_ms"] > 0
+    assert "lenet5" in bench.format_model_table(results)
