@@ -11,17 +11,6 @@ from im2colnet.layers import LAYERS
 from _gradcheck import check_directional
 
 
-def _conv_ready():
-    try:
-        inet.functional.conv2d_forward(np.ones((1, 1, 2, 2)), np.ones((1, 1, 1, 1)))
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_conv = pytest.mark.skipif(not _conv_ready(), reason="conv2d_* not implemented yet")
-
-
 def away_from_zero(rng, shape, low=0.1):
     """Random values with |x| >= low: no input sits near a kink at 0 (ReLU, ELU)."""
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, 1.0, size=shape)
@@ -282,7 +271,6 @@ CONV_CASES = [
 ]
 
 
-@needs_conv
 @pytest.mark.parametrize("kw", CONV_CASES, ids=[str(sorted(c.items())) for c in CONV_CASES])
 def test_conv2d_forward_matches_naive_loops_and_gradcheck(kw):
     from im2colnet._checks import conv_geometry
@@ -302,7 +290,6 @@ def test_conv2d_forward_matches_naive_loops_and_gradcheck(kw):
     check_layer_gradients(inet.Conv2d(3, 4, **kw), x, seed=21)
 
 
-@needs_conv
 def test_conv2d_float32_and_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(22)

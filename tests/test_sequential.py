@@ -8,7 +8,6 @@ import pytest
 import im2colnet as inet
 import im2colnet.functional as F
 from _gradcheck import check_directional
-from test_layers import needs_conv
 
 
 # Losses/optimizers come from im2colnet.losses / im2colnet.optim; these minimal doubles
@@ -156,7 +155,6 @@ def test_gradcheck_through_a_dense_model_and_its_loss():
     check_model_gradients(model, rng.standard_normal((5, 6)), rng.integers(0, 3, 5))
 
 
-@needs_conv
 def test_gradcheck_through_a_conv_model_and_its_loss():
     rng = np.random.default_rng(31)
     model = inet.Sequential([inet.Conv2d(2, 3, 3, padding=1, bias=False), inet.BatchNorm2d(3), inet.Tanh(),
@@ -178,7 +176,6 @@ def test_learns_xor_with_linear_and_tanh():
     np.testing.assert_array_equal(model.predict(x).argmax(axis=1), y)
 
 
-@needs_conv
 def test_small_conv_net_separates_two_image_classes():
     rng = np.random.default_rng(32)
 

@@ -152,8 +152,11 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3]
     cdef Py_ssize_t plane, n, c, planes = x.shape[0] * C
+    # The 2x2 kernel reads rows 2i, 2i+1 and columns 2j, 2j+1 unclipped: only when
+    # every window lies inside the image (bottom/right padding may add a window that does not).
     cdef bint fast = (specialise and kh == 2 and kw == 2 and sh == 2 and sw == 2
-                      and pt == 0 and pl == 0 and W < (1 << 24))
+                      and pt == 0 and pl == 0 and 2 * Ho <= H and 2 * Wo <= W
+                      and W < (1 << 24))
     if planes == 0 or Ho == 0 or Wo == 0:
         return
     for plane in prange(planes, nogil=True, schedule="static",

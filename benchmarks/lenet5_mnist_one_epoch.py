@@ -1,0 +1,84 @@
+"""LeNet-5 on MNIST: one epoch on the 22,699 training images, then the 10,000-image test set.
+
+Reads the IDX (gzip) files from $IM2COLNET_DATA/mnist, else ../shared/data/mnist
+(beside the repository), with im2colnet.datasets.load_mnist when available.
+The training set there is the first 22,699 images of the official 60,000.
+Pixels are scaled to [0, 1] and standardised with the training set's mean and
+standard deviation. Training: SGD with momentum 0.9, batch 32, float32, seed 0.
+Prints the test accuracy (the issue's target: >= 97%) and the wall time.
+
+    python benchmarks/lenet5_mnist_one_epoch.py [--root DIR] [--lr 0.05] [--batch 32] [--seed 0]
+"""
+import argparse
+import gzip
+import os
+import time
+
+import numpy as np
+
+import im2colnet as inet
+from _lenet import cross_entropy_and_sgd, lenet5
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def default_root():
+    if os.environ.get("IM2COLNET_DATA"):
+        return os.path.join(os.environ["IM2COLNET_DATA"], "mnist")
+    return os.path.join(HERE, "..", "..", "shared", "data", "mnist")
+
+
+def _read_idx(path):
+    """IDX file -> uint8 array; the dimensions come from the header (N is not assumed)."""
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(root, split):
+    """(x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,))."""
+    try:
+        return inet.datasets.load_mnist(root=root, split=split)
+    except (AttributeError, NotImplementedError):
+        prefix = "train" if split == "train" else "t10k"
+        x = _read_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte.gz"))
+        y = _read_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"))
+        return (x.reshape(-1, 1, 28, 28).astype(np.float32) / 255), y.astype(np.int64)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=1)
+    args = parser.parse_args(argv)
+    root = args.root or default_root()
+    t0 = time.perf_counter()
+    (x, y), (xt, yt) = load(root, "train"), load(root, "test")
+    mean, std = float(x.mean()), float(x.std())
+    x, xt = (x - mean) / std, (xt - mean) / std
+    t_data = time.perf_counter() - t0
+
+    model = lenet5().build(seed=args.seed)
+    loss, optimizer = cross_entropy_and_sgd(args.lr, 0.9)
+    t1 = time.perf_counter()
+    history = model.fit(x, y, epochs=1, batch_size=args.batch, optimizer=optimizer, loss=loss,
+                        verbose=args.verbose, seed=args.seed)
+    t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    test = model.evaluate(xt, yt, loss=loss)
+    t_test = time.perf_counter() - t2
+    print(f"LeNet-5, one epoch on {x.shape[0]:,} MNIST training images (batch {args.batch}, "
+          f"SGD lr {args.lr} momentum 0.9, seed {args.seed}), {type(optimizer).__module__}")
+    print(f"train loss {history.history['loss'][-1]:.4f}, train accuracy {history.history['accuracy'][-1]:.4f}")
+    print(f"test accuracy {test['accuracy']:.4f} on {xt.shape[0]:,} images (test loss {test['loss']:.4f})")
+    print(f"wall time: data {t_data:.2f} s, training {t_train:.2f} s "
+          f"({x.shape[0] / t_train:,.0f} img/s), test {t_test:.2f} s, total {time.perf_counter() - t0:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
