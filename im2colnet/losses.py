@@ -99,8 +99,8 @@ class CrossEntropyLoss(Loss):
 class MSELoss(Loss):
     """Mean squared error over all elements, as torch.nn.MSELoss() (reduction="mean").
 
-    scores: (N, ...); target: the same shape (for scores (N, 1) also (N,)); int
-    labels (N,) with scores (N, K), K > 1, are one-hot encoded first.
+    scores: (N, ...); target: the same shape (for scores (N, 1) also (N,)); integer
+    class labels (N,) with scores (N, K), K > 1, are one-hot encoded first.
     loss = 1/(N*F) sum (s - t)^2 with F elements per sample, i.e. the batch mean of the
     per-sample mean of squares;  dscores = 2 (s - t) / (N*F).
     """
@@ -110,7 +110,7 @@ class MSELoss(Loss):
         s = _scores(scores)
         n = s.shape[0]
         t = np.asarray(target)
-        if t.ndim == 1 and s.ndim >= 2 and s[0].size > 1:
+        if t.ndim == 1 and t.dtype.kind in "iu" and s.ndim >= 2 and s[0].size > 1:
             # Class labels against K outputs: the one-hot rows as regression targets.
             k = s[0].size
             labels = as_labels(t, "target", k, n)
@@ -121,8 +121,8 @@ class MSELoss(Loss):
             t = _finite_target(t, s.dtype)
             if t.shape != s.shape:
                 if not (s.shape[-1] == 1 and t.shape == s.shape[:-1]):
-                    raise ValueError(f"target: expected the shape of scores {s.shape}, "
-                                     f"got {t.shape}")
+                    raise ValueError(f"target: expected the shape of scores {s.shape} (or integer "
+                                     f"class labels (N,)), got {t.shape}")
                 t = t.reshape(s.shape)  # (N,) targets for (N, 1) scores
         diff = s - t
         loss = float(np.dot(diff.ravel(), diff.ravel())) / s.size

@@ -202,20 +202,14 @@ class Optimizer:
                                  f"{p.shape}")
             if g.dtype.kind != "f":
                 raise TypeError(f"grads[{key!r}]: expected a float array, got dtype {g.dtype}")
+            state = self.state.get(key)
+            if state is not None and any(a.shape != p.shape for a in state.values()):
+                raise ValueError(f"params[{key!r}]: shape {p.shape} differs from the optimizer "
+                                 f"state's {next(iter(state.values())).shape}")
             checked.append((key, p, g))
         self.step_count += 1
         for key, p, g in checked:
             self._update(key, p, g, self._scratch_for(key, p))
-
-    def _state_for(self, key, p, init):
-        """The state of parameter key: {slot: array}, created by init(p) on its first step."""
-        state = self.state.get(key)
-        if state is None:
-            state = self.state[key] = init(p)
-        elif any(a.shape != p.shape for a in state.values()):
-            raise ValueError(f"params[{key!r}]: shape {p.shape} differs from the optimizer state's "
-                             f"{next(iter(state.values())).shape}")
-        return state
 
     def _scratch_for(self, key, p):
         work = self._scratch.get(key)
@@ -224,12 +218,12 @@ class Optimizer:
         return work
 
     def _decayed(self, p, g, scratch):
-        """scratch = g + weight_decay * p (torch's L2 weight decay, added to the gradient)."""
-        if self.weight_decay:
-            np.multiply(p, self.weight_decay, out=scratch)
-            scratch += g
-        else:
-            scratch[...] = g
+        """g + weight_decay * p (torch's L2 weight decay, added to the gradient), in scratch;
+        without weight decay g itself, which must then only be read."""
+        if not self.weight_decay:
+            return g
+        np.multiply(p, self.weight_decay, out=scratch)
+        scratch += g
         return scratch
 
     def _update(self, key, p, g, scratch):
@@ -334,17 +328,26 @@ class SGD(Optimizer):
     def _update(self, key, p, g, scratch):
         d = self._decayed(p, g, scratch)
         if self.momentum:
-            fresh = key not in self.state
-            # torch starts the buffer at the first gradient (no dampening on step 1).
-            state = self._state_for(key, p, lambda _: {"momentum_buffer": d.copy(order="C")})
-            buf = state["momentum_buffer"]
-            if not fresh:
+            state = self.state.get(key)
+            if state is None:
+                # torch starts the buffer at the first gradient (no dampening on step 1).
+                buf = np.array(d, dtype=p.dtype, order="C")
+                self.state[key] = {"momentum_buffer": buf}
+            else:
+                buf = state["momentum_buffer"]
                 buf *= self.momentum
                 if self.dampening:
-                    d *= 1 - self.dampening  # nesterov excludes dampening: d is not reused
-                buf += d
-            if self.nesterov:
-                d += self.momentum * buf
+                    np.multiply(d, 1 - self.dampening, out=scratch)  # nesterov excludes dampening:
+                    buf += scratch                                    # d is not needed again
+                else:
+                    buf += d
+            if self.nesterov:  # d + momentum * buf
+                if d is scratch:
+                    scratch += self.momentum * buf
+                else:
+                    np.multiply(buf, self.momentum, out=scratch)
+                    scratch += d
+                d = scratch
             else:
                 d = buf
         np.multiply(d, self.lr, out=scratch)
@@ -376,23 +379,24 @@ class Adam(Optimizer):
     def _update(self, key, p, g, scratch):
         b1, b2 = self.betas
         t = self.step_count
-        state = self._state_for(key, p, lambda p: {slot: np.zeros_like(p, order="C")
-                                                   for slot in self._slots})
+        state = self.state.get(key)
+        if state is None:
+            state = self.state[key] = {slot: np.zeros_like(p, order="C") for slot in self._slots}
         m, v = state["exp_avg"], state["exp_avg_sq"]
         d = self._decayed(p, g, scratch)
         m *= b1
         m += (1 - b1) * d
-        np.square(d, out=d)
-        d *= 1 - b2
+        np.square(d, out=scratch)  # from here on scratch is free for work
+        scratch *= 1 - b2
         v *= b2
-        v += d
+        v += scratch
         # denominator sqrt(v) / sqrt(1 - b2^t) + eps, then p -= lr/(1 - b1^t) * m / denominator
-        np.sqrt(v, out=d)
-        d /= math.sqrt(1 - b2 ** t)
-        d += self.eps
-        np.divide(m, d, out=d)
-        d *= self.lr / (1 - b1 ** t)
-        p -= d
+        np.sqrt(v, out=scratch)
+        scratch /= math.sqrt(1 - b2 ** t)
+        scratch += self.eps
+        np.divide(m, scratch, out=scratch)
+        scratch *= self.lr / (1 - b1 ** t)
+        p -= scratch
 
 
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam)}

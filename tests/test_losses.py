@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+import im2colnet as inet
 from im2colnet import losses
 from im2colnet.losses import (CrossEntropyLoss, HingeLoss, LogisticLoss, MSELoss,
                               SignedLogisticLoss, get_loss, LOSSES)
@@ -188,6 +189,7 @@ def test_mse_column_scores_take_flat_targets():
     (MSELoss(), np.zeros((3, 2)), np.zeros((2, 2)), "target"),
     (MSELoss(), np.zeros((3, 1)), [1.0, np.nan, 0.0], "NaN"),
     (MSELoss(), np.zeros((3, 2)), [0, 2, 1], r"\[0, 2\)"),
+    (MSELoss(), np.zeros((3, 2)), [0.0, 1.0, 1.0], r"or integer class labels"),
     (LogisticLoss(), np.zeros(3), [0, 1, -1], "SignedLogisticLoss"),
     (LogisticLoss(), np.zeros(3), [0, 1, 2], r"\[0, 1\]"),
     (LogisticLoss(), np.zeros(3), [0, 1], r"3 values"),
@@ -214,6 +216,52 @@ def test_bad_dtypes_raise_type_error(loss):
 def test_hinge_margin_is_checked():
     with pytest.raises(ValueError, match="margin"):
         HingeLoss(margin=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Through a model: the gradient reaches the parameters, and each loss can train
+
+# (loss, outputs, targets for a batch of points x (N, 2))
+def model_targets(x):
+    positive = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    return [(CrossEntropyLoss(), 2, positive), (MSELoss(), 2, positive),
+            (MSELoss(), 1, x[:, :1] - 2 * x[:, 1:]), (HingeLoss(), 2, positive),
+            (LogisticLoss(), 1, positive), (SignedLogisticLoss(), 1, 2 * positive - 1)]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_gradients_through_a_model(case):
+    rng = np.random.default_rng(40 + case)
+    x = rng.standard_normal((6, 2))
+    loss, outputs, target = model_targets(x)[case]
+    model = inet.Sequential([inet.Linear(2, 5), inet.Tanh(), inet.Linear(5, outputs)],
+                            input_shape=(2,)).astype(np.float64).build(seed=case)
+    value, dscores = loss(model.forward(x, training=True), target)
+    model.backward(dscores)
+    for name, p in model.parameters().items():
+        grad = model.gradients()[name].copy()
+
+        def objective(pv, p=p):
+            saved = p.copy()
+            p[...] = pv
+            try:
+                return loss(model.forward(x, training=True), target)[0]
+            finally:
+                p[...] = saved
+        check_elementwise(objective, p.copy(), grad)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_each_loss_trains_a_model(case):
+    rng = np.random.default_rng(50 + case)
+    x = rng.standard_normal((128, 2)).astype(np.float32)
+    loss, outputs, target = model_targets(x)[case]
+    model = inet.Sequential([inet.Linear(2, outputs)], input_shape=(2,)).build(seed=0)
+    history = model.fit(x, target, epochs=15, batch_size=16, optimizer=inet.optim.SGD(0.1, momentum=0.5),
+                        loss=loss, verbose=0, seed=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    if outputs == 2 or target.dtype.kind == "i":
+        assert history.history["accuracy"][-1] >= 0.95
 
 
 # ---------------------------------------------------------------------------------------

@@ -342,3 +342,31 @@ def test_bad_steps():
         opt.step([w], {"w": w})
     assert opt.step_count == 0 and opt.state == {}  # nothing happened
     np.testing.assert_array_equal(w, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# With Sequential.fit: stopping, restoring the optimizer state and continuing is bit-identical
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.05, momentum=0.9, nesterov=True, schedule=StepLR(1, 0.5)),
+                                  lambda: Adam(0.01, weight_decay=1e-3, schedule=CosineLR(3))])
+def test_fit_resumes_from_a_state_dict(make):
+    import im2colnet as inet
+    rng = np.random.default_rng(60)
+    x = rng.standard_normal((48, 3)).astype(np.float32)
+    y = (x.sum(axis=1) > 0).astype(np.int64)
+
+    def model():
+        return inet.Sequential([inet.Linear(3, 8), inet.ReLU(), inet.Linear(8, 2)],
+                               input_shape=(3,)).build(seed=0)
+
+    whole, whole_opt = model(), make()
+    whole.fit(x, y, epochs=3, batch_size=16, optimizer=whole_opt, verbose=0, seed=4)
+    first, first_opt = model(), make()
+    first.fit(x, y, epochs=1, batch_size=16, optimizer=first_opt, verbose=0, seed=4)
+    resumed, resumed_opt = model(), make()
+    resumed.load_state(first.state_copy())
+    resumed_opt.load_state_dict(first_opt.state_dict())
+    resumed.fit(x, y, epochs=3, batch_size=16, optimizer=resumed_opt, verbose=0, seed=4, initial_epoch=1)
+    for key, value in whole.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[key], value)
+    assert resumed_opt.lr == whole_opt.lr and resumed_opt.step_count == whole_opt.step_count == 9
