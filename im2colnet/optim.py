@@ -139,7 +139,11 @@ SCHEDULES = {cls.__name__: cls for cls in (StepLR, CosineLR, LambdaLR)}
 
 def _pairs(items, name):
     """A dict or a list of (key, value) pairs -> list of (str key, value)."""
-    pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    try:
+        pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    except TypeError:
+        raise TypeError(f"{name}: expected a dict or (name, array) pairs, "
+                        f"got {type(items).__name__}") from None
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise TypeError(f"{name}: expected a dict or (name, array) pairs, got {pair!r:.80}")
@@ -171,9 +175,22 @@ class Optimizer:
     def set_epoch(self, epoch):
         """Set the current epoch; lr becomes the schedule's value (base_lr without one)."""
         self.epoch = _count(epoch, "epoch", 0)
-        self.lr = self.base_lr if self.schedule is None else \
+        self._lr = self.base_lr if self.schedule is None else \
             float(self.schedule.lr_at(self.base_lr, self.epoch))
-        return self.lr
+        return self._lr
+
+    @property
+    def lr(self):
+        """The learning rate of the current epoch. Without a schedule it can be assigned
+        (that sets base_lr too); with one, change base_lr or the schedule instead."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        if self.schedule is not None:
+            raise AttributeError(f"lr: set by the schedule {self.schedule!r} at each epoch; "
+                                 f"assign base_lr (or a new schedule) instead")
+        self.base_lr = self._lr = _number(value, "lr")
 
     # -- the step -------------------------------------------------------------------
     def step(self, params, grads):
@@ -290,7 +307,9 @@ class Optimizer:
         epoch = _count(_scalar(d["epoch"]), "state_dict epoch", 0)
         lr = _number(_scalar(d["lr"]), "state_dict lr")
         self.state, self._scratch = state, {}
-        self.step_count, self.epoch, self.lr = step, epoch, lr
+        self.step_count, self.epoch, self._lr = step, epoch, lr
+        if self.schedule is None:
+            self.base_lr = lr  # without a schedule the current rate is the base rate
 
     def __repr__(self):
         args = [f"{k}={v!r}" for k, v in self.get_config().items() if k != "schedule"]

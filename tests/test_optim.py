@@ -208,6 +208,19 @@ def test_schedules_give_their_formulas():
     assert SGD(0.3).set_epoch(10) == 0.3
 
 
+def test_assigning_lr():
+    opt = SGD(0.1)
+    opt.lr = 0.5
+    assert opt.set_epoch(3) == 0.5 and opt.base_lr == 0.5 and opt.get_config()["lr"] == 0.5
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = -1
+    scheduled = SGD(0.1, schedule=StepLR(1))
+    with pytest.raises(AttributeError, match="base_lr"):
+        scheduled.lr = 0.5
+    scheduled.base_lr = 1.0
+    assert scheduled.set_epoch(2) == pytest.approx(0.01)
+
+
 def test_the_scheduled_lr_is_the_one_used():
     opt = SGD(1.0, schedule=StepLR(1, gamma=0.25))
     p = {"w": np.zeros(1)}
