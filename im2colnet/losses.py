@@ -143,16 +143,20 @@ def _binary_scores(scores, target):
 
 
 def _logistic(s, t):
-    """Mean of log(1 + e^s) - t s and its gradient (sigmoid(s) - t) / N.
+    """Mean of log(1 + e^s) - t s and its gradient (sigma(s) - t) / N, stable for any |s|.
 
-    Stable for any |s|: log(1 + e^s) = max(s, 0) + log1p(e^-|s|), and
-    sigmoid(s) = 1/(1 + e^-|s|) for s >= 0, e^-|s|/(1 + e^-|s|) for s < 0.
+    log(1 + e^s) = max(s, 0) + log1p(e^-|s|). With e = e^-|s| both sigma(|s|) = 1/(1 + e)
+    and sigma(-|s|) = e/(1 + e) are accurate, and the gradient is taken as
+    (1 - t) sigma(s) - t sigma(-s) (= sigma(s) - t) so that a confident correct score
+    gives its tiny gradient to full relative precision instead of 1 - 1/(1 + e).
     """
     n = s.shape[0]
     e = np.exp(-np.abs(s))
     loss = (np.maximum(s, 0) - t * s + np.log1p(e)).sum(dtype=np.float64) / n
-    sigmoid = np.where(s >= 0, 1, e) / (1 + e)
-    ds = (sigmoid - t).astype(s.dtype, copy=False)
+    high, low = 1 / (1 + e), e / (1 + e)
+    positive = s >= 0
+    ds = (1 - t) * np.where(positive, high, low) - t * np.where(positive, low, high)
+    ds = ds.astype(s.dtype, copy=False)
     ds /= n
     return float(loss), ds
 

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import im2colnet as inet
 from im2colnet import losses
@@ -173,6 +174,41 @@ def test_mse_column_scores_take_flat_targets():
     value, ds = MSELoss()(s, [0.0, 2.0, 1.0])
     assert value == pytest.approx((1 + 0 + 9) / 3)
     np.testing.assert_allclose(ds, [[2 / 3], [0.0], [2.0]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 6), k=st.integers(2, 6), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([1e-3, 1.0, 30.0]), shift=st.floats(-50, 50))
+def test_classification_invariants(n, k, seed, scale, shift):
+    """Cross-entropy and hinge: non-negative, unchanged when a constant is added to a row
+    of scores, gradient rows summing to 0 (both depend on score differences only)."""
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal((n, k)) * scale
+    labels = rng.integers(0, k, n)
+    for loss in (CrossEntropyLoss(), HingeLoss()):
+        value, ds = loss(s, labels)
+        shifted, ds_shifted = loss(s + shift, labels)
+        assert value >= 0 and shifted == pytest.approx(value, rel=1e-9, abs=1e-9)
+        np.testing.assert_allclose(ds.sum(axis=1), 0, atol=1e-12)
+        np.testing.assert_allclose(ds_shifted, ds, atol=1e-9)
+    # cross-entropy lies between 0 and log K + the largest score gap
+    value, _ = CrossEntropyLoss()(s, labels)
+    assert value <= math.log(k) + np.ptp(s, axis=1).max() + 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1e-3, 1.0, 50.0]))
+def test_binary_losses_are_symmetric(n, seed, scale):
+    """Logistic loss: flipping the sign of the score and of the label (0 <-> 1) changes nothing;
+    the gradient flips sign and lies in [-1/N, 1/N]."""
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal(n) * scale
+    t = rng.integers(0, 2, n)
+    value, ds = LogisticLoss()(s, t)
+    flipped, ds_flipped = LogisticLoss()(-s, 1 - t)
+    assert value >= 0 and flipped == pytest.approx(value, rel=1e-12, abs=1e-300)
+    np.testing.assert_allclose(ds_flipped, -ds, rtol=1e-12, atol=1e-300)
+    assert np.all(np.abs(ds) <= 1 / n)
 
 
 # ---------------------------------------------------------------------------------------
