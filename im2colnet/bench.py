@@ -27,13 +27,13 @@ dicts (what ``--json`` writes); ``format_layer_table`` / ``format_model_table``
 render them.
 """
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
 import threading
-import time
 import tracemalloc
 from dataclasses import asdict, dataclass
 
@@ -42,6 +42,7 @@ import numpy as np
 from . import functional as F
 from . import numpy_im2col
 from ._checks import conv_geometry
+from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
 from .functional.conv import workspace_bytes
 
 __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_shape",
@@ -124,50 +125,6 @@ def parse_shape(text):
 
 # ---------------------------------------------------------------- timing
 
-def _repeats_for(first, budget, max_repeats):
-    """How many timed calls fit the budget after a warm-up call that took `first` seconds.
-
-    A call under 0.1 s gets at least 5 (one stall of a busy machine then cannot be
-    the median), a slower one at least 1 (a 2 s direct convolution); never more
-    than max_repeats.
-    """
-    floor = 5 if first < 0.1 else 1
-    return max(1, min(max_repeats, max(floor, int(budget / max(first, 1e-9)))))
-
-
-def _time_calls(fn, budget, max_repeats):
-    """(median s, min s, repeats) of fn over repeats after one warm-up call."""
-    return _time_interleaved({"fn": fn}, budget, max_repeats)["fn"]
-
-
-def _time_interleaved(fns, budget, max_repeats, first=None):
-    """{name: fn} -> {name: (median s, min s, repeats)}.
-
-    Each function is called once to warm up (unless `first` already holds the
-    seconds of a warm-up call per name); then, round by round, every function
-    that still owes repeats runs once. Interleaving makes a burst of load on the
-    shared machine hit all methods alike, so the ratios of one run stay fair.
-    """
-    first = dict(first or {})
-    for name, fn in fns.items():
-        if name not in first:
-            first[name] = _timed(fn)
-    owed = {name: _repeats_for(first[name], budget, max_repeats) for name in fns}
-    times = {name: [] for name in fns}
-    for round_ in range(max(owed.values())):
-        for name, fn in fns.items():
-            if round_ < owed[name]:
-                times[name].append(_timed(fn))
-    return {name: (statistics.median(t), min(t), len(t)) for name, t in times.items()}
-
-
-def _timed(fn):
-    """Seconds of one call of fn."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def _memory_of_call(fn):
     """(workspace MiB, traced peak MiB) of one call of fn, run in a fresh thread.
 
@@ -204,12 +161,36 @@ def peak_rss_mib():
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
-def _import_torch():
+def torch_version():
+    """The installed PyTorch's version (without importing it), or None."""
     try:
-        import torch
-    except ImportError:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return torch
+
+
+class _Unavailable(Exception):
+    """A method that cannot run here (not installed, not implemented yet)."""
+
+
+def run_torch_peer(request, timeout=1800):
+    """PyTorch's figures for a request (see ``_torch_peer.py``), from a child process.
+
+    Raises _Unavailable with the reason when PyTorch is not installed or the
+    child fails.
+    """
+    if torch_version() is None:
+        raise _Unavailable("PyTorch is not installed")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_peer.py")
+    try:
+        child = subprocess.run([sys.executable, script], input=json.dumps(request),
+                               capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise _Unavailable(f"the PyTorch process did not run ({exc})") from None
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no message"])[-1]
+        raise _Unavailable(f"the PyTorch process failed: {last}")
+    return json.loads(child.stdout)
 
 
 # ---------------------------------------------------------------- the calls of each method
@@ -256,40 +237,15 @@ def _gemm_calls(shape, t, rng):
     }
 
 
-def _torch_calls(torch, shape, t):
-    xt, wt, bt, dyt = (torch.from_numpy(t[k]) for k in ("x", "w", "b", "dy"))
-    geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
-
-    def no_grad(fn):
-        def call():
-            with torch.no_grad():
-                return fn()
-        return call
-
-    return {
-        "forward": no_grad(lambda: torch.nn.functional.conv2d(xt, wt, bt, **geo)),
-        "backward-data": no_grad(lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, **geo)),
-        "backward-weights": no_grad(lambda: (torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, **geo),
-                                             dyt.sum((0, 2, 3)))),
-    }
-
-
-class _Unavailable(Exception):
-    """A method that cannot run here (not installed, not implemented yet)."""
-
-
-def _method_calls(method, shape, t, rng, torch):
+def _method_calls(method, shape, t, rng):
+    """{pass: fn} of one of our methods (torch runs in a process of its own)."""
     if method == "direct":
         return _conv_calls(F, shape, t, method="direct")
     if method == "ours":
         return _conv_calls(F, shape, t)
     if method == "gemm":
         return _gemm_calls(shape, t, rng)
-    if method == "numpy":
-        return _conv_calls(numpy_im2col, shape, t)
-    if torch is None:
-        raise _Unavailable("PyTorch is not installed")
-    return _torch_calls(torch, shape, t)
+    return _conv_calls(numpy_im2col, shape, t)
 
 
 def _ratio(a, b):
@@ -304,24 +260,30 @@ def _time_pass(fns, flops, budget, direct_budget, max_repeats):
     runnable, timings, first = {}, {}, {}
     for method, fn in fns.items():
         try:
-            first[method] = _timed(fn)  # the warm-up call
+            first[method] = timed(fn)  # the warm-up call
             runnable[method] = fn
         except NotImplementedError as exc:
             timings[method] = {"error": f"not implemented yet ({exc})"}
-    # NumPy's BLAS threads keep spinning for a moment after a product and PyTorch has
-    # its own thread pool: alternating call by call between the two would charge each
-    # one with the other's idle spinning. So PyTorch runs as a block of its own, and so
-    # do the direct loops (seconds per call, their own budget); the rest take turns.
-    shared = {m: fn for m, fn in runnable.items() if m not in ("direct", "torch")}
-    measured = _time_interleaved(shared, budget, max_repeats, first) if shared else {}
-    for method, method_budget in (("direct", direct_budget), ("torch", budget)):
-        if method in runnable:
-            measured[method] = _time_interleaved({method: runnable[method]}, method_budget,
-                                                 max_repeats, first)[method]
-    for method, (median, minimum, repeats) in measured.items():
-        timings[method] = {"median_ms": median * 1e3, "min_ms": minimum * 1e3,
-                           "repeats": repeats, "gflops": flops / median / 1e9}
+    # The fast methods take turns; the direct loops (seconds per call) run as a block
+    # with their own budget.
+    shared = {m: fn for m, fn in runnable.items() if m != "direct"}
+    measured = time_interleaved(shared, budget, max_repeats, first)
+    if "direct" in runnable:
+        measured.update(time_interleaved({"direct": runnable["direct"]}, direct_budget,
+                                         max_repeats, first))
+    for method, seconds in measured.items():
+        timings[method] = timing_dict(seconds, flops)
     return timings
+
+
+def _set_ratios(result):
+    med = {m: t.get("median_ms") for m, t in result["methods"].items()}
+    result["ratios"] = {
+        "ours/gemm": _ratio(med.get("ours"), med.get("gemm")),
+        "direct/ours": _ratio(med.get("direct"), med.get("ours")),
+        "numpy/ours": _ratio(med.get("numpy"), med.get("ours")),
+        "ours/torch": _ratio(med.get("ours"), med.get("torch")),
+    }
 
 
 def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeats=20,
@@ -331,33 +293,26 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     shapes: ConvShape list; dtype: float32 or float64; budget: seconds of repeats
     per (shape, pass, method) after the warm-up (direct_budget for the direct
     loops, default budget); progress: callable(str) for status lines, or None.
+    PyTorch ("torch") is timed afterwards, in a process of its own.
     Each result: {"shape": {...}, "pass", "flops", "methods": {method: {...}},
     "ratios": {...}, "memory_mib": {"ours_workspace", "ours_peak", "numpy_peak",
     "full_cols"}}.
     """
-    torch = _import_torch() if "torch" in methods else None
     direct_budget = budget if direct_budget is None else direct_budget
     rng = np.random.default_rng(seed)
+    ours_methods = [m for m in methods if m != "torch"]
     results = []
     for shape in shapes:
         tensors = _layer_inputs(shape, dtype, rng)
-        flops = shape.flops()
-        calls, failures = {}, {}
-        for method in methods:
-            try:
-                calls[method] = _method_calls(method, shape, tensors, rng, torch)
-            except _Unavailable as exc:
-                failures[method] = {"error": str(exc)}
+        calls = {m: _method_calls(m, shape, tensors, rng) for m in ours_methods}
         g = shape.geometry()
         full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
                      * np.dtype(dtype).itemsize / 2**20)
         for pass_ in PASSES:
             if progress:
                 progress(f"{shape.name} {pass_}")
-            timings = dict(failures)
-            timings.update(_time_pass({m: fns[pass_] for m, fns in calls.items()}, flops,
-                                      budget, direct_budget, max_repeats))
-            med = {m: t.get("median_ms") for m, t in timings.items()}
+            timings = _time_pass({m: fns[pass_] for m, fns in calls.items()}, shape.flops(),
+                                 budget, direct_budget, max_repeats)
             memory = {"full_cols": full_cols}
             for method in ("ours", "numpy"):
                 if "median_ms" in timings.get(method, {}):
@@ -365,111 +320,47 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
                     memory[f"{method}_peak"] = peak
                     if method == "ours":
                         memory["ours_workspace"] = workspace
-            results.append({
-                "shape": asdict(shape), "pass": pass_, "flops": flops,
-                "methods": {m: timings[m] for m in methods if m in timings},
-                "ratios": {
-                    "ours/gemm": _ratio(med.get("ours"), med.get("gemm")),
-                    "direct/ours": _ratio(med.get("direct"), med.get("ours")),
-                    "numpy/ours": _ratio(med.get("numpy"), med.get("ours")),
-                    "ours/torch": _ratio(med.get("ours"), med.get("torch")),
-                },
-                "memory_mib": memory,
-            })
+            results.append({"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
+                            "methods": timings, "memory_mib": memory})
+    if "torch" in methods:
+        if progress:
+            progress("PyTorch (in a child process)")
+        try:
+            answer = run_torch_peer({"kind": "layers", "shapes": [asdict(s) for s in shapes],
+                                     "dtype": np.dtype(dtype).name, "budget": budget,
+                                     "max_repeats": max_repeats, "seed": seed})
+            theirs = answer["layers"]
+            for r in results:
+                r["torch_threads"] = answer["threads"]
+        except _Unavailable as exc:
+            theirs = {s.name: {p: {"error": str(exc)} for p in PASSES} for s in shapes}
+        for r in results:
+            r["methods"]["torch"] = theirs[r["shape"]["name"]][r["pass"]]
+    for r in results:
+        r["methods"] = {m: r["methods"][m] for m in methods if m in r["methods"]}
+        _set_ratios(r)
     return results
 
 
 # ---------------------------------------------------------------- whole models
 
-def _torch_twin(torch, model):
-    """The same network in PyTorch, built from each layer's get_config(); None when a
-    layer has no PyTorch equivalent here."""
-    nn = torch.nn
-    modules = []
-    for layer in model.layers:
-        kind, cfg = type(layer).__name__, layer.get_config()
-        if kind == "Conv2d":
-            if cfg.get("anchor") is not None:
-                return None
-            modules.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"],
-                                     cfg.get("stride", 1), cfg.get("padding", 0),
-                                     cfg.get("dilation", 1), bias=cfg.get("bias", True)))
-        elif kind == "Linear":
-            modules.append(nn.Linear(cfg["in_features"], cfg["out_features"],
-                                     bias=cfg.get("bias", True)))
-        elif kind == "MaxPool2d":
-            modules.append(nn.MaxPool2d(cfg["kernel_size"], cfg.get("stride"), cfg.get("padding", 0)))
-        elif kind == "AvgPool2d":
-            modules.append(nn.AvgPool2d(cfg["kernel_size"], cfg.get("stride"), cfg.get("padding", 0),
-                                        count_include_pad=True))
-        elif kind in ("BatchNorm2d", "BatchNorm1d"):
-            if cfg.get("mode", "spatial") != "spatial":
-                return None
-            cls = nn.BatchNorm2d if kind == "BatchNorm2d" else nn.BatchNorm1d
-            modules.append(cls(cfg["num_features"], eps=cfg.get("eps", 1e-5),
-                               momentum=cfg.get("momentum", 0.1)))
-        elif kind in ("ReLU", "Tanh", "Sigmoid", "Flatten"):
-            modules.append(getattr(nn, kind)())
-        elif kind == "ELU":
-            modules.append(nn.ELU(cfg.get("alpha", 1.0)))
-        elif kind == "Dropout":
-            modules.append(nn.Dropout(cfg.get("p", 0.5)))
-        elif kind == "Softmax":
-            continue  # scores go to a fused softmax + cross-entropy loss in both libraries
-        else:
-            return None
-    return nn.Sequential(*modules)
-
-
-def _images_per_second(fn, images, budget, max_repeats):
-    median, minimum, repeats = _time_calls(fn, budget, max_repeats)
-    return {"images_per_s": images / median, "best_images_per_s": images / minimum,
-            "median_ms": median * 1e3, "repeats": repeats}
-
-
 def _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats):
+    """Training images/s (SGD momentum, batch 64, through Sequential.fit), inference
+    images/s (batch 256), batch-1 latency (ms)."""
     from .losses import CrossEntropyLoss
     from .optim import SGD
     optimizer, loss_fn, batch = SGD(0.01, momentum=0.9), CrossEntropyLoss(), 64
-    steps = x_train.shape[0] // batch
 
-    def train():  # the same work as one fit() step per batch, without fit's printing
+    def train():
         model.fit(x_train, y_train, epochs=1, batch_size=batch, optimizer=optimizer,
                   loss=loss_fn, verbose=0, seed=0)
 
     return {
-        "train": _images_per_second(train, steps * batch, budget, max_repeats),
-        "infer": _images_per_second(lambda: model.predict(x_infer, batch_size=256),
-                                    x_infer.shape[0], budget, max_repeats),
-        "latency_ms": _time_calls(lambda: model.predict(x_infer[:1], batch_size=1),
-                                  budget, max_repeats)[0] * 1e3,
-    }
-
-
-def _bench_torch(torch, net, x_train, y_train, x_infer, budget, max_repeats):
-    batch = 64
-    xt, yt, xi = (torch.from_numpy(a) for a in (x_train, y_train, x_infer))
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    steps = x_train.shape[0] // batch
-
-    def train():
-        net.train()
-        for s in range(steps):
-            optimizer.zero_grad()
-            loss = loss_fn(net(xt[s * batch:(s + 1) * batch]), yt[s * batch:(s + 1) * batch])
-            loss.backward()
-            optimizer.step()
-
-    def infer(x):
-        net.eval()
-        with torch.no_grad():
-            return net(x)
-
-    return {
-        "train": _images_per_second(train, steps * batch, budget, max_repeats),
-        "infer": _images_per_second(lambda: infer(xi), x_infer.shape[0], budget, max_repeats),
-        "latency_ms": _time_calls(lambda: infer(xi[:1]), budget, max_repeats)[0] * 1e3,
+        "train": images_per_second(time_calls(train, budget, max_repeats), x_train.shape[0]),
+        "infer": images_per_second(time_calls(lambda: model.predict(x_infer, batch_size=256),
+                                              budget, max_repeats), x_infer.shape[0]),
+        "latency_ms": time_calls(lambda: model.predict(x_infer[:1], batch_size=1),
+                                 budget, max_repeats)[0] * 1e3,
     }
 
 
@@ -477,50 +368,60 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
                train_images=640, seed=0, with_torch=True, progress=None):
     """Whole-model throughput; a list of {"model", "ours": {...}, "torch": {...}, "ratios"}.
 
-    Training: SGD with momentum, batch 64, over train_images random images;
-    inference: one batch of 256; latency: one image. Random data: speed only.
+    Training: SGD with momentum, batch 64, over train_images random images (a
+    multiple of 64); inference: one batch of 256; latency: one image. Random
+    data: this measures speed only. PyTorch runs the same architecture (built
+    from the model's config) in a process of its own.
     """
-    try:
-        from . import models as zoo
-        builders = {name: getattr(zoo, name) for name in names}
-        from .losses import CrossEntropyLoss  # noqa: F401
-        from .optim import SGD  # noqa: F401
-    except (ImportError, AttributeError) as exc:
-        return [{"model": name, "error": f"models not available yet ({exc})"} for name in names]
-    torch = _import_torch() if with_torch else None
+    from . import models as zoo
     rng = np.random.default_rng(seed)
-    results = []
+    train_images = max(64, train_images // 64 * 64)
+    results, configs = [], []
     for name in names:
         if progress:
             progress(f"model {name}")
+        builder = getattr(zoo, name, None)
+        if builder is None:
+            results.append({"model": name, "error": "not available yet (no such zoo model "
+                                                    "in this build)"})
+            continue
         try:
-            model = builders[name]()
-            in_shape = tuple(getattr(model, "input_shape", None) or (1, 28, 28))
+            model = builder()
+            in_shape = tuple(model.input_shape)
             x_train = rng.random((train_images,) + in_shape).astype(dtype)
-            scores = model.predict(x_train[:2])
-            y_train = rng.integers(0, scores.shape[1], train_images)
+            model.build(in_shape, seed=seed)
+            if np.dtype(dtype) != np.float32 and hasattr(model, "astype"):
+                model.astype(dtype)
+            classes = model.predict(x_train[:1]).shape[1]
+            y_train = rng.integers(0, classes, train_images)
             x_infer = rng.random((256,) + in_shape).astype(dtype)
-            entry = {"model": name, "input_shape": list(in_shape),
-                     "ours": _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats)}
+            results.append({"model": name, "input_shape": list(in_shape),
+                            "ours": _bench_ours(model, x_train, y_train, x_infer, budget,
+                                                max_repeats)})
+            configs.append({"name": name, "config": model.get_config()})
         except NotImplementedError as exc:
             results.append({"model": name, "error": f"not implemented yet ({exc})"})
-            continue
-        if torch is not None:
-            net = _torch_twin(torch, model)
-            if net is None:
-                entry["torch"] = {"error": "no PyTorch equivalent for one of the layers"}
-            else:
-                net = net.to(torch.float64 if dtype == np.float64 else torch.float32)
-                entry["torch"] = _bench_torch(torch, net, x_train, y_train, x_infer,
-                                              budget, max_repeats)
-        ours, theirs = entry["ours"], entry.get("torch", {})
-        if "train" in theirs:
-            entry["ratios"] = {
-                "train ours/torch": ours["train"]["images_per_s"] / theirs["train"]["images_per_s"],
-                "infer ours/torch": ours["infer"]["images_per_s"] / theirs["infer"]["images_per_s"],
-                "latency torch/ours": theirs["latency_ms"] / ours["latency_ms"],
-            }
-        results.append(entry)
+    if with_torch and configs:
+        if progress:
+            progress("PyTorch models (in a child process)")
+        try:
+            theirs = run_torch_peer({"kind": "models", "models": configs,
+                                     "dtype": np.dtype(dtype).name, "budget": budget,
+                                     "max_repeats": max_repeats, "seed": seed,
+                                     "train_images": train_images})["models"]
+        except _Unavailable as exc:
+            theirs = {c["name"]: {"error": str(exc)} for c in configs}
+        for entry in results:
+            if "ours" not in entry:
+                continue
+            entry["torch"] = t = theirs[entry["model"]]
+            ours = entry["ours"]
+            if "train" in t:
+                entry["ratios"] = {
+                    "train ours/torch": ours["train"]["images_per_s"] / t["train"]["images_per_s"],
+                    "infer ours/torch": ours["infer"]["images_per_s"] / t["infer"]["images_per_s"],
+                    "latency torch/ours": t["latency_ms"] / ours["latency_ms"],
+                }
     return results
 
 
@@ -566,7 +467,6 @@ def _blas_name():
 
 
 def machine_info():
-    torch = _import_torch()
     from . import build_info
     return {
         "python": platform.python_version(), "numpy": np.__version__, "blas": _blas_name(),
@@ -574,8 +474,7 @@ def machine_info():
         "thread_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                    "MKL_NUM_THREADS") if k in os.environ},
         "im2colnet_build": build_info(),
-        "torch": None if torch is None else torch.__version__,
-        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "torch": torch_version(),
     }
 
 
@@ -583,7 +482,7 @@ def format_header(info, dtype):
     """One line: what ran where."""
     threads = ", ".join(f"{k}={v}" for k, v in info["thread_env"].items())
     torch = ("torch not installed" if info["torch"] is None
-             else f"torch {info['torch']} ({info['torch_threads']} threads)")
+             else f"torch {info['torch']} (in a child process)")
     return (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
             f"{', ' + threads if threads else ''}), {torch}, {info['cpus']} CPUs, "
             f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}")
@@ -750,6 +649,9 @@ def run(args, out=sys.stdout, err=sys.stderr):
               "ours/numpy MiB = peak memory allocated during one call (output included).",
               file=out)
         print(format_layer_table(report["layers"], methods), file=out)
+        threads = {r.get("torch_threads") for r in report["layers"]} - {None}
+        if threads:
+            print(f"(PyTorch ran in a child process with {threads.pop()} threads)", file=out)
     if not (args.no_models or args.quick):
         report["models"] = run_models(dtype=dtype, budget=max(budget, 1.0), seed=args.seed,
                                       with_torch="torch" in methods, progress=progress)

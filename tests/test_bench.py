@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import im2colnet.functional as F
-from im2colnet import bench
+from im2colnet import _timing, bench
 from im2colnet import numpy_im2col as baseline
 
 # (x shape, w shape, stride, padding, dilation): square and non-square, strided, dilated, cropped.
@@ -103,8 +103,8 @@ def test_interleaved_timing_calls_each_function_warmup_plus_repeats():
             calls[name] += 1
         return fn
 
-    result = bench._time_interleaved({"a": counter("a"), "b": counter("b")}, budget=0,
-                                     max_repeats=3)
+    result = _timing.time_interleaved({"a": counter("a"), "b": counter("b")}, budget=0,
+                                      max_repeats=3)
     assert calls == {"a": 4, "b": 4}  # one warm-up each, then 3 rounds
     for median, minimum, repeats in result.values():
         assert repeats == 3 and 0 <= minimum <= median
@@ -137,7 +137,7 @@ def test_run_layers_figures_are_consistent():
 
 
 def test_unavailable_method_is_reported_not_fatal(monkeypatch):
-    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    monkeypatch.setattr(bench, "torch_version", lambda: None)
     results = bench.run_layers([bench.parse_shape("1,1,5,5,1,3,3")], methods=("ours", "torch"),
                                budget=0, max_repeats=1)
     assert results[0]["methods"]["torch"] == {"error": "PyTorch is not installed"}
@@ -146,12 +146,53 @@ def test_unavailable_method_is_reported_not_fatal(monkeypatch):
     assert "n/a  torch: PyTorch is not installed" in text
 
 
-def test_torch_figures_when_installed():
-    pytest.importorskip("torch")
+def test_repeats_fit_the_budget():
+    assert _timing.repeats_for(0.01, budget=1.0, max_repeats=20) == 20
+    assert _timing.repeats_for(0.01, budget=0.2, max_repeats=100) == 20
+    assert _timing.repeats_for(0.01, budget=0, max_repeats=20) == 5   # fast: at least 5
+    assert _timing.repeats_for(2.0, budget=0, max_repeats=20) == 1    # slow: at least 1
+    assert _timing.repeats_for(0.01, budget=0, max_repeats=1) == 1
+
+
+def test_torch_figures_come_from_a_child_process():
+    if bench.torch_version() is None:
+        pytest.skip("PyTorch is not installed")
     results = bench.run_layers([bench.parse_shape("2,2,6,6,3,3,3,2,1,1")],
                                methods=("ours", "torch"), budget=0, max_repeats=1)
     for r in results:
         assert r["methods"]["torch"]["median_ms"] > 0 and r["ratios"]["ours/torch"] > 0
+        assert r["methods"]["torch"]["gflops"] == pytest.approx(
+            r["flops"] / (r["methods"]["torch"]["median_ms"] * 1e-3) / 1e9)
+
+
+def test_torch_twin_is_the_same_network():
+    """The whole-model comparison is fair only if PyTorch runs the same architecture:
+    with our weights copied in, its scores equal ours."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location(
+        "_torch_peer", os.path.join(os.path.dirname(bench.__file__), "_torch_peer.py"))
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    import im2colnet as inet
+    model = inet.Sequential([
+        inet.Conv2d(1, 4, 5, padding=2), inet.ReLU(), inet.MaxPool2d(2),
+        inet.Conv2d(4, 6, 3, stride=2, dilation=1), inet.ReLU(), inet.AvgPool2d(2), inet.Flatten(),
+        inet.Linear(6 * 3 * 3, 10)], input_shape=(1, 28, 28))
+    model.build(seed=4)
+    net = peer.twin(model.get_config()).double()
+    ours = [layer for layer in model.layers if layer.params]
+    theirs = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(ours) == len(theirs) == 3
+    with torch.no_grad():
+        for a, b in zip(ours, theirs):
+            b.weight.copy_(torch.from_numpy(a.params["weight"]))
+            b.bias.copy_(torch.from_numpy(a.params["bias"]))
+    x = np.random.default_rng(0).random((3, 1, 28, 28))
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.astype(np.float64).predict(x), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_whole_model_rows():

@@ -1,0 +1,147 @@
+"""PyTorch's figures for ``im2colnet bench``, measured in a process of its own.
+
+Run as a script (``python _torch_peer.py`` with a JSON request on stdin, the
+JSON answer on stdout), never imported by the package. PyTorch ships its own
+OpenMP runtime; loaded next to ours (and next to NumPy's BLAS threads), idle
+threads of one spin while the other works, which slowed both sides by large
+factors on a 2-core machine. A separate process keeps each side's figures
+clean: this script imports numpy, torch and ``_timing.py`` only.
+
+Requests:
+  {"kind": "layers", "shapes": [{name, n, c, h, w, k, kh, kw, stride, padding, dilation}],
+   "dtype", "budget", "max_repeats", "seed"}
+      -> {"threads", "version", "layers": {name: {pass: timing}}}
+  {"kind": "models", "models": [{"name", "config": Sequential.get_config()}],
+   "dtype", "budget", "max_repeats", "seed", "train_images"}
+      -> {"threads", "version", "models": {name: {"train", "infer", "latency_ms"} or {"error"}}}
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _timing  # noqa: E402 -- this folder's timing helpers, loaded without the package
+
+import torch  # noqa: E402
+
+
+def _layer_timings(shape, dtype, budget, max_repeats, rng):
+    """{pass: timing} of one convolution shape: forward, backward-data, backward-weights."""
+    geo = dict(stride=shape["stride"], padding=shape["padding"], dilation=shape["dilation"])
+    x = torch.from_numpy(rng.standard_normal(
+        (shape["n"], shape["c"], shape["h"], shape["w"])).astype(dtype))
+    w = torch.from_numpy(rng.standard_normal(
+        (shape["k"], shape["c"], shape["kh"], shape["kw"])).astype(dtype))
+    b = torch.from_numpy(rng.standard_normal(shape["k"]).astype(dtype))
+    with torch.no_grad():
+        out_shape = torch.nn.functional.conv2d(x, w, b, **geo).shape
+    dy = torch.from_numpy(rng.standard_normal(tuple(out_shape)).astype(dtype))
+    oh, ow = out_shape[2], out_shape[3]
+    flops = 2 * shape["n"] * oh * ow * shape["k"] * shape["c"] * shape["kh"] * shape["kw"]
+    calls = {
+        "forward": lambda: torch.nn.functional.conv2d(x, w, b, **geo),
+        "backward-data": lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, **geo),
+        "backward-weights": lambda: (torch.nn.grad.conv2d_weight(x, w.shape, dy, **geo),
+                                     dy.sum((0, 2, 3))),
+    }
+    with torch.no_grad():
+        return {pass_: _timing.timing_dict(_timing.time_calls(fn, budget, max_repeats), flops)
+                for pass_, fn in calls.items()}
+
+
+def twin(config):
+    """The network of a Sequential config in PyTorch; ValueError for a layer it lacks."""
+    nn = torch.nn
+    modules = []
+    for entry in config["layers"]:
+        kind, cfg = entry["type"], entry.get("config", {})
+        if kind == "Conv2d":
+            if cfg.get("anchor") is not None:
+                raise ValueError("Conv2d with an anchor")
+            modules.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"],
+                                     cfg.get("stride", 1), cfg.get("padding", 0),
+                                     cfg.get("dilation", 1), bias=cfg.get("bias", True)))
+        elif kind == "Linear":
+            modules.append(nn.Linear(cfg["in_features"], cfg["out_features"],
+                                     bias=cfg.get("bias", True)))
+        elif kind in ("MaxPool2d", "AvgPool2d"):
+            extra = {"count_include_pad": True} if kind == "AvgPool2d" else {}
+            modules.append(getattr(nn, kind)(cfg["kernel_size"], cfg.get("stride"),
+                                             cfg.get("padding", 0), **extra))
+        elif kind in ("BatchNorm2d", "BatchNorm1d"):
+            if cfg.get("mode", "spatial") != "spatial":
+                raise ValueError(f"{kind} with mode {cfg['mode']!r}")
+            modules.append(getattr(nn, kind)(cfg["num_features"], eps=cfg.get("eps", 1e-5),
+                                             momentum=cfg.get("momentum", 0.1)))
+        elif kind in ("ReLU", "Tanh", "Sigmoid", "Flatten"):
+            modules.append(getattr(nn, kind)())
+        elif kind == "ELU":
+            modules.append(nn.ELU(cfg.get("alpha", 1.0)))
+        elif kind == "Dropout":
+            modules.append(nn.Dropout(cfg.get("p", 0.5)))
+        elif kind == "Softmax":
+            continue  # scores go to a fused softmax + cross-entropy loss, as in im2colnet
+        else:
+            raise ValueError(f"no PyTorch layer for {kind}")
+    return nn.Sequential(*modules)
+
+
+def _model_timings(config, dtype, budget, max_repeats, train_images, rng):
+    """Training images/s (SGD momentum, batch 64), inference images/s (batch 256), batch-1 ms."""
+    net = twin(config).to(torch.float64 if dtype == "float64" else torch.float32)
+    in_shape = tuple(config["input_shape"])
+    batch = 64
+    steps = train_images // batch
+    x_train = torch.from_numpy(rng.random((steps * batch,) + in_shape).astype(dtype))
+    x_infer = torch.from_numpy(rng.random((256,) + in_shape).astype(dtype))
+    with torch.no_grad():
+        classes = net.eval()(x_train[:1]).shape[1]
+    y_train = torch.from_numpy(rng.integers(0, classes, steps * batch))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train():
+        net.train()
+        for s in range(steps):
+            optimizer.zero_grad()
+            loss_fn(net(x_train[s * batch:(s + 1) * batch]),
+                    y_train[s * batch:(s + 1) * batch]).backward()
+            optimizer.step()
+
+    def infer(x):
+        net.eval()
+        with torch.no_grad():
+            return net(x)
+
+    return {
+        "train": _timing.images_per_second(_timing.time_calls(train, budget, max_repeats),
+                                           steps * batch),
+        "infer": _timing.images_per_second(
+            _timing.time_calls(lambda: infer(x_infer), budget, max_repeats), 256),
+        "latency_ms": _timing.time_calls(lambda: infer(x_infer[:1]), budget,
+                                         max_repeats)[0] * 1e3,
+    }
+
+
+def answer(request):
+    rng = np.random.default_rng(request.get("seed", 0))
+    dtype, budget, repeats = request["dtype"], request["budget"], request["max_repeats"]
+    result = {"version": torch.__version__, "threads": torch.get_num_threads()}
+    if request["kind"] == "layers":
+        result["layers"] = {s["name"]: _layer_timings(s, dtype, budget, repeats, rng)
+                            for s in request["shapes"]}
+    else:
+        result["models"] = {}
+        for m in request["models"]:
+            try:
+                result["models"][m["name"]] = _model_timings(
+                    m["config"], dtype, budget, repeats, request["train_images"], rng)
+            except ValueError as exc:
+                result["models"][m["name"]] = {"error": str(exc)}
+    return result
+
+
+if __name__ == "__main__":
+    json.dump(answer(json.load(sys.stdin)), sys.stdout)
