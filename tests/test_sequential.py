@@ -350,3 +350,34 @@ def test_float64_models_compute_in_float64():
     model = mlp().astype(np.float64)
     assert model.forward(np.zeros((2, 2), dtype=np.float32)).dtype == np.float64
     assert all(p.dtype == np.float64 for p in model.parameters().values())
+
+
+def test_lenet_scores_and_gradients_match_torch():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    model = lenet().astype(np.float64).build(seed=3)
+    ref = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
+                        nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)).double()
+    ours = [l for l in model.layers if l.params]
+    theirs = [m for m in ref if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for a, b in zip(ours, theirs):
+            b.weight.copy_(torch.from_numpy(a.params["weight"]))
+            b.bias.copy_(torch.from_numpy(a.params["bias"]))
+    rng = np.random.default_rng(39)
+    x, y = rng.standard_normal((5, 1, 28, 28)), rng.integers(0, 10, 5)
+    loss = cross_entropy()
+    scores = model.forward(x, training=True)
+    value, dscores = loss(scores, y)
+    dx = model.backward(dscores)
+    tx = torch.from_numpy(x).requires_grad_()
+    tscores = ref(tx)
+    tloss = nn.functional.cross_entropy(tscores, torch.from_numpy(y))
+    tloss.backward()
+    np.testing.assert_allclose(scores, tscores.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert value == pytest.approx(tloss.item(), rel=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-9, atol=1e-14)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grads["weight"], b.weight.grad.numpy(), rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(a.grads["bias"], b.bias.grad.numpy(), rtol=1e-9, atol=1e-14)
