@@ -1,6 +1,4 @@
 """What the LeNet-5 benchmark scripts share: the network, and the loss/optimizer to train it."""
-import numpy as np
-
 import im2colnet as inet
 
 
@@ -14,28 +12,8 @@ def lenet5():
     ], input_shape=(1, 28, 28), name="lenet5")
 
 
-class _MomentumSGD:
-    """v = momentum v + g; p -= lr v. Stands in for im2colnet.optim.SGD only on a
-    checkout where im2colnet.optim has not landed yet."""
-
-    def __init__(self, lr, momentum):
-        self.lr, self.momentum, self.velocity = lr, momentum, {}
-
-    def step(self, params, grads):
-        for key, p in params.items():
-            v = self.velocity.get(key)
-            if v is None:
-                v = self.velocity[key] = np.zeros_like(p)
-            v *= self.momentum
-            v += grads[key]
-            p -= self.lr * v
-
-
 def cross_entropy_and_sgd(lr, momentum):
-    """(loss, optimizer): im2colnet's CrossEntropyLoss and SGD (or the stand-ins above)."""
-    try:
-        from im2colnet.losses import CrossEntropyLoss
-        from im2colnet.optim import SGD
-    except ImportError:
-        return inet.functional.softmax_cross_entropy, _MomentumSGD(lr, momentum)
+    """(loss, optimizer) for the LeNet-5 scripts: CrossEntropyLoss and SGD with momentum."""
+    from im2colnet.losses import CrossEntropyLoss
+    from im2colnet.optim import SGD
     return CrossEntropyLoss(), SGD(lr, momentum=momentum)

@@ -90,7 +90,7 @@ def main(argv=None):
     t_test = time.perf_counter() - t2
     print(f"LeNet-5, one epoch on {x.shape[0]:,} MNIST training images (batch {args.batch}, "
           f"SGD lr {args.lr}{' constant' if args.constant_lr else ' decaying linearly to 0'}, "
-          f"momentum 0.9, seed {args.seed}; optimizer from {type(optimizer).__module__})")
+          f"momentum 0.9, seed {args.seed})")
     print(f"train loss {history.history['loss'][-1]:.4f}, train accuracy {history.history['accuracy'][-1]:.4f}")
     print(f"test accuracy {test['accuracy']:.4f} on {xt.shape[0]:,} images (test loss {test['loss']:.4f})")
     print(f"wall time: data {t_data:.2f} s, training {t_train:.2f} s "

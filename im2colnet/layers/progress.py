@@ -33,6 +33,7 @@ class ProgressBar:
         self._last_draw = 0.0
         self._done = 0
         self._loss = self._accuracy = float("nan")
+        self._width = 0     # length of the last line drawn: a shorter one must cover it
 
     def _rate(self, elapsed):
         return self._done / elapsed if elapsed > 0 else 0.0
@@ -50,9 +51,11 @@ class ProgressBar:
         eta = (self.total - done) / rate if rate > 0 else 0.0
         filled = int(self.WIDTH * done / max(self.total, 1))
         bar = "=" * filled + (">" if filled < self.WIDTH else "") + "." * (self.WIDTH - filled - 1)
-        self.stream.write(f"\rEpoch {self.epoch + 1}/{self.epochs} [{bar[:self.WIDTH]}] "
-                          f"{done}/{self.total} loss {loss:.4f} acc {accuracy:.4f} "
-                          f"{rate:,.0f} img/s ETA {_duration(eta)} ")
+        line = (f"Epoch {self.epoch + 1}/{self.epochs} [{bar[:self.WIDTH]}] "
+                f"{done}/{self.total} loss {loss:.4f} acc {accuracy:.4f} "
+                f"{rate:,.0f} img/s ETA {_duration(eta)}")
+        self.stream.write("\r" + line.ljust(self._width))
+        self._width = len(line)
         self.stream.flush()
 
     def close(self, logs):
@@ -62,8 +65,8 @@ class ProgressBar:
         elapsed = time.perf_counter() - self.start
         metrics = " ".join(f"{k} {v:.4f}" for k, v in logs.items()
                            if k not in ("time", "lr") and isinstance(v, float))
+        line = (f"Epoch {self.epoch + 1}/{self.epochs} {self.total}/{self.total} "
+                f"{_duration(elapsed)} {self._rate(elapsed):,.0f} img/s {metrics}")
         prefix = "\r" if self.verbose == 1 else ""
-        self.stream.write(f"{prefix}Epoch {self.epoch + 1}/{self.epochs} {self.total}/{self.total} "
-                          f"{_duration(elapsed)} {self._rate(elapsed):,.0f} img/s {metrics}"
-                          f"{' ' * 20}\n")
+        self.stream.write(prefix + line.ljust(self._width) + "\n")
         self.stream.flush()
