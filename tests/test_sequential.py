@@ -359,3 +359,37 @@ def test_lenet_scores_and_gradients_match_torch():
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.grads["weight"], b.weight.grad.numpy(), rtol=1e-9, atol=1e-14)
         np.testing.assert_allclose(a.grads["bias"], b.bias.grad.numpy(), rtol=1e-9, atol=1e-14)
+
+
+def test_one_hot_targets_train_exactly_like_int_labels():
+    x, y = blobs(48, np.random.default_rng(40))
+    a, b = mlp(), mlp()
+    ha = a.fit(x, y, epochs=2, batch_size=16, optimizer=sgd(0.1), loss=cross_entropy(), verbose=0, seed=1)
+    hb = b.fit(x, np.eye(2)[y], epochs=2, batch_size=16, optimizer=sgd(0.1), loss="cross_entropy",
+               verbose=0, seed=1)
+    for key, value in a.parameters().items():
+        np.testing.assert_array_equal(b.parameters()[key], value)
+    assert ha.history["accuracy"] == hb.history["accuracy"]
+
+
+@pytest.mark.parametrize("loss, labels", [("logistic", (0, 1)), ("signed_logistic", (-1, 1))])
+def test_binary_losses_with_one_output(loss, labels):
+    x, y = blobs(200, np.random.default_rng(41))
+    target = np.where(y == 1, labels[1], labels[0])
+    model = inet.Sequential([inet.Linear(2, 1)], input_shape=(2,))
+    history = model.fit(x, target, epochs=5, batch_size=20, optimizer="sgd", loss=loss, verbose=0, seed=0)
+    assert history.history["accuracy"][-1] > 0.9
+    result = model.evaluate(x, target)
+    assert result["accuracy"] == np.mean((model.predict(x)[:, 0] > 0) == (y == 1))
+
+
+def test_default_loss_and_optimizer_and_unknown_names():
+    x, y = blobs(32, np.random.default_rng(42))
+    model = mlp()
+    history = model.fit(x, y, epochs=1, verbose=0, seed=0)
+    assert type(model.optimizer).__name__ == "Adam" and type(model.loss).__name__ == "CrossEntropyLoss"
+    assert history.history["lr"] == [pytest.approx(1e-3)]
+    with pytest.raises(ValueError, match="optimizer"):
+        model.fit(x, y, epochs=1, optimizer="rmsprop", verbose=0)
+    with pytest.raises(ValueError, match="loss"):
+        model.fit(x, y, epochs=1, loss="focal", verbose=0)

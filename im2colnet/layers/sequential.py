@@ -239,12 +239,12 @@ class Sequential:
         return as_float(y, name, dtype=self.dtype) if y.dtype.kind not in "iub" else y
 
     def _default_loss(self, loss):
+        """The loss object: given (a loss, a name such as "hinge", or a class), else the one of
+        the last fit, else CrossEntropyLoss."""
+        from ..losses import CrossEntropyLoss, get_loss
         if loss is not None:
-            return loss
-        if self.loss is not None:
-            return self.loss
-        from ..losses import CrossEntropyLoss
-        return CrossEntropyLoss()
+            return get_loss(loss)
+        return self.loss if self.loss is not None else CrossEntropyLoss()
 
     def evaluate(self, x, y, batch_size=256, loss=None):
         """dict(loss=..., accuracy=...): the mean loss and accuracy over (x, y) in inference mode.
@@ -272,7 +272,8 @@ class Sequential:
 
         x: (N, *input_shape); y: int labels (N,), or targets with N rows.
         epochs: the index to stop at (run epochs initial_epoch .. epochs-1, as Keras does).
-        optimizer: default Adam(); loss: default CrossEntropyLoss().
+        optimizer: an optimizer object or name ("sgd", "adam"; default Adam());
+        loss: a loss object or name ("cross_entropy", "hinge", ...; default CrossEntropyLoss()).
         validation_data: (x_val, y_val), evaluated after each epoch.
         verbose: 0 silent, 1 progress bar on stderr, 2 one line per epoch.
         seed: shuffling and dropout (and the initial weights if the model is not built
@@ -300,9 +301,8 @@ class Sequential:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks: expected Callback objects, got {type(cb).__name__}")
-        if optimizer is None:
-            from ..optim import Adam
-            optimizer = Adam()
+        from ..optim import get_optimizer
+        optimizer = get_optimizer("Adam" if optimizer is None else optimizer)
         self.loss = loss = self._default_loss(loss)
         self.optimizer = optimizer
 
