@@ -393,3 +393,18 @@ def test_default_loss_and_optimizer_and_unknown_names():
         model.fit(x, y, epochs=1, optimizer="rmsprop", verbose=0)
     with pytest.raises(ValueError, match="loss"):
         model.fit(x, y, epochs=1, loss="focal", verbose=0)
+
+
+def test_resuming_from_copied_weights_and_optimizer_state_is_exact():
+    from im2colnet.optim import Adam
+    x, y = blobs(80, np.random.default_rng(43))
+    whole = mlp(dropout=0.3)
+    whole.fit(x, y, epochs=2, batch_size=16, optimizer=Adam(0.01), verbose=0, seed=9)
+    first, opt = mlp(dropout=0.3), Adam(0.01)
+    first.fit(x, y, epochs=1, batch_size=16, optimizer=opt, verbose=0, seed=9)
+    resumed, opt2 = mlp(dropout=0.3, seed=123), Adam(0.01)      # other initial weights ...
+    resumed.load_state(first.state_copy())                         # ... replaced by the saved ones
+    opt2.load_state_dict(opt.state_dict())
+    resumed.fit(x, y, epochs=2, batch_size=16, optimizer=opt2, verbose=0, seed=9, initial_epoch=1)
+    for key, value in whole.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[key], value)

@@ -140,7 +140,8 @@ class Sequential:
         self._choose_inits()
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         for layer in self.layers:
-            layer.dtype = self.dtype if not layer.built else layer.dtype
+            if not layer.built:
+                layer.dtype = self.dtype
             shape = layer.build(shape, rng)
         return self
 
