@@ -7,7 +7,7 @@ threads of one spin while the other works, which slowed both sides by large
 factors on a 2-core machine. A separate process keeps each side's figures
 clean: this script imports numpy, torch and ``_timing.py`` only.
 
-Requests:
+Requests (each may also hold "threads": the number of threads PyTorch uses):
   {"kind": "layers", "shapes": [{name, n, c, h, w, k, kh, kw, stride, padding, dilation}],
    "dtype", "budget", "max_repeats", "seed"}
       -> {"threads", "version", "layers": {name: {pass: timing}}}
@@ -126,6 +126,8 @@ def _model_timings(config, dtype, budget, max_repeats, train_images, rng):
 
 
 def answer(request):
+    if request.get("threads"):
+        torch.set_num_threads(request["threads"])
     rng = np.random.default_rng(request.get("seed", 0))
     dtype, budget, repeats = request["dtype"], request["budget"], request["max_repeats"]
     result = {"version": torch.__version__, "threads": torch.get_num_threads()}

@@ -161,6 +161,16 @@ def peak_rss_mib():
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
+def blas_threads_setting():
+    """The thread count the environment sets for NumPy's BLAS (None: the library's default).
+    PyTorch is given the same count, so both sides use the same number of cores."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
 def torch_version():
     """The installed PyTorch's version (without importing it), or None."""
     try:
@@ -182,6 +192,7 @@ def run_torch_peer(request, timeout=1800):
     if torch_version() is None:
         raise _Unavailable("PyTorch is not installed")
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_peer.py")
+    request = dict(request, threads=blas_threads_setting())
     try:
         child = subprocess.run([sys.executable, script], input=json.dumps(request),
                                capture_output=True, text=True, timeout=timeout)
@@ -443,6 +454,13 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+# A median this many times the minimum means calls were stalled (a busy machine).
+UNSTEADY = 2.0
+
+UNSTEADY_NOTE = (f"*  median > {UNSTEADY:g} x min: calls were stalled (a busy machine; with several "
+                 "BLAS threads on shared cores, OPENBLAS_NUM_THREADS=1 steadies the figures)")
+
+
 def _ms(value):
     """Milliseconds with about three significant digits, without exponents."""
     return format(value, ".0f" if value >= 100 else ".1f" if value >= 10
@@ -455,7 +473,8 @@ def _time_cell(timing):
         return "-"
     if "error" in timing:
         return "n/a"
-    return f"{_ms(timing['median_ms'])}/{_ms(timing['min_ms'])}"
+    unsteady = timing["median_ms"] > UNSTEADY * timing["min_ms"]
+    return f"{_ms(timing['median_ms'])}/{_ms(timing['min_ms'])}{'*' if unsteady else ''}"
 
 
 def _blas_name():
@@ -508,12 +527,11 @@ def format_layer_table(results, methods=METHODS):
                        _fmt(ratios["numpy/ours"], ".2f"), _fmt(ratios["ours/torch"], ".2f"),
                        _fmt(mem.get("ours_workspace"), ".1f"), _fmt(mem.get("ours_peak"), ".1f"),
                        _fmt(mem.get("numpy_peak"), ".1f")])
-    notes = sorted({f"{m}: {t['error']}" for r in results for m, t in r["methods"].items()
+    notes = sorted({f"n/a  {m}: {t['error']}" for r in results for m, t in r["methods"].items()
                     if "error" in t})
-    text = _table(header, rows)
-    if notes:
-        text += "\n" + "\n".join(f"n/a  {n}" for n in notes)
-    return text
+    if any(cell.endswith("*") for row in rows for cell in row):
+        notes.append(UNSTEADY_NOTE)
+    return "\n".join([_table(header, rows)] + notes)
 
 
 def format_model_table(results):
