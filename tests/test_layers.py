@@ -376,6 +376,7 @@ def test_astype_float64_and_back():
     (lambda: inet.BatchNorm2d(3, mode="batch"), "mode"),
     (lambda: inet.BatchNorm2d(3, eps=0), "eps"),
     (lambda: inet.MaxPool2d(2, stride=0), "stride"),
+    (lambda: inet.MaxPool2d(2, padding=2), "padding"),
 ])
 def test_bad_arguments_name_the_argument(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -397,3 +398,38 @@ def test_backward_before_forward_is_a_clear_error():
     layer.forward(np.ones((1, 2)))          # inference keeps nothing
     with pytest.raises(RuntimeError, match="training=True"):
         layer.backward(np.ones((1, 2)))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 4), s=st.integers(1, 3),
+       d=st.integers(1, 2), pads=st.tuples(*[st.integers(-1, 3)] * 4), same=st.booleans())
+def test_conv2d_output_shape_agrees_with_forward_or_both_reject(h, w, k, s, d, pads, same):
+    """output_shape (used by Sequential's construction check) and forward agree on every geometry."""
+    padding = "same" if same else ((pads[0], pads[1]), (pads[2], pads[3]))
+    layer = inet.Conv2d(2, 3, k, stride=s, padding=padding, dilation=d)
+    x = np.ones((1, 2, h, w), dtype=np.float32)
+    try:
+        expected = layer.output_shape((2, h, w))
+    except ValueError:
+        with pytest.raises(ValueError):
+            layer.forward(x)
+        return
+    assert layer.forward(x).shape[1:] == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 8), w=st.integers(1, 8), k=st.integers(1, 3), s=st.integers(1, 3),
+       p=st.integers(0, 2), kind=st.sampled_from([inet.MaxPool2d, inet.AvgPool2d]))
+def test_pool_output_shape_agrees_with_forward_or_both_reject(h, w, k, s, p, kind):
+    x = np.arange(2 * h * w, dtype=np.float64).reshape(1, 2, h, w)
+    try:
+        layer = kind(k, stride=s, padding=p)
+        expected = layer.output_shape((2, h, w))
+    except ValueError:
+        with pytest.raises(ValueError):
+            kind(k, stride=s, padding=p).forward(x)
+        return
+    assert layer.forward(x).shape[1:] == expected

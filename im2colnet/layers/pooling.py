@@ -13,8 +13,8 @@ class _Pool2d(Layer):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         # Check the arguments now (on a large dummy image) rather than at the first forward.
-        conv_geometry((1 << 20, 1 << 20), kernel_size,
-                      kernel_size if stride is None else stride, padding)
+        self._geometry = conv_geometry((1 << 20, 1 << 20), kernel_size,
+                                       kernel_size if stride is None else stride, padding)
         self._x_shape = None
 
     def output_shape(self, input_shape):
@@ -38,6 +38,11 @@ class MaxPool2d(_Pool2d):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding)
+        g = self._geometry
+        if max(g.pt, g.pb) >= g.kh or max(g.pl, g.pr) >= g.kw:
+            raise ValueError(f"padding: max pooling needs each padding smaller than the kernel "
+                             f"(a window of padding only has no winner); got padding={padding!r} "
+                             f"with kernel_size={kernel_size!r}")
         self._path = None
 
     def forward(self, x, training=False):
