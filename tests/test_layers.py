@@ -372,6 +372,7 @@ def test_astype_float64_and_back():
     (lambda: inet.Linear(3, -1), "out_features"),
     (lambda: inet.Maxout(0), "pieces"),
     (lambda: inet.Dropout(1.0), "p"),
+    (lambda: inet.Dropout(0.5, seed=-1), "seed"),
     (lambda: inet.ELU(-1), "alpha"),
     (lambda: inet.BatchNorm2d(3, mode="batch"), "mode"),
     (lambda: inet.BatchNorm2d(3, eps=0), "eps"),

@@ -92,7 +92,7 @@ class Dropout(Layer):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
             raise ValueError(f"p: the drop probability must lie in [0, 1), got {p!r}")
         self.p = float(p)
-        self.seed = seed
+        self.seed = None if seed is None else check_int(seed, "seed", low=0)
         self.rng = np.random.default_rng(seed)
         self._mask = None
 
