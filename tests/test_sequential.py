@@ -408,3 +408,48 @@ def test_resuming_from_copied_weights_and_optimizer_state_is_exact():
     resumed.fit(x, y, epochs=2, batch_size=16, optimizer=opt2, verbose=0, seed=9, initial_epoch=1)
     for key, value in whole.parameters().items():
         np.testing.assert_array_equal(resumed.parameters()[key], value)
+
+
+def _serialization():
+    from im2colnet import serialization
+    if not hasattr(serialization, "save_model"):
+        pytest.skip("im2colnet.serialization.save_model has not landed")
+    return serialization
+
+
+def test_save_load_and_resume_is_bit_identical(tmp_path):
+    serialization = _serialization()
+    from im2colnet.optim import Adam
+    x, y = blobs(64, np.random.default_rng(44))
+    model = inet.Sequential([inet.Linear(2, 8), inet.BatchNorm1d(8), inet.ReLU(), inet.Dropout(0.2),
+                             inet.Linear(8, 2)], input_shape=(2,)).build(seed=0)
+    twin = inet.Sequential.from_config(model.get_config()).build(seed=0)
+    model.fit(x, y, epochs=2, batch_size=16, optimizer=Adam(0.01), verbose=0, seed=3)
+    opt = Adam(0.01)
+    twin.fit(x, y, epochs=1, batch_size=16, optimizer=opt, verbose=0, seed=3)
+    path = tmp_path / "twin.h5"
+    twin.save(path, metadata={"note": "after epoch 1"}, optimizer=opt)
+    loaded = serialization.load_model(path, with_optimizer=True)
+    restored, restored_opt = loaded if isinstance(loaded, tuple) else (loaded, loaded.optimizer)
+    for i, layer in enumerate(twin.layers):
+        for key, value in {**layer.params, **layer.buffers}.items():
+            np.testing.assert_array_equal(value, {**restored.layers[i].params,
+                                                  **restored.layers[i].buffers}[key])
+    restored.fit(x, y, epochs=2, batch_size=16, optimizer=restored_opt, verbose=0, seed=3, initial_epoch=1)
+    for i, layer in enumerate(model.layers):
+        for key, value in {**layer.params, **layer.buffers}.items():
+            np.testing.assert_array_equal({**restored.layers[i].params,
+                                           **restored.layers[i].buffers}[key], value)
+
+
+def test_model_checkpoint_writes_loadable_files(tmp_path):
+    serialization = _serialization()
+    rng = np.random.default_rng(45)
+    (x, y), (xv, yv) = blobs(48, rng), blobs(24, rng)
+    model = mlp()
+    cb = inet.ModelCheckpoint(str(tmp_path / "best.h5"), save_best_only=True)
+    model.fit(x, y, epochs=3, batch_size=16, optimizer=sgd(0.1), validation_data=(xv, yv),
+              callbacks=[cb], verbose=0, seed=0)
+    assert cb.saved and all(p == str(tmp_path / "best.h5") for p in cb.saved)
+    loaded = serialization.load_model(tmp_path / "best.h5")
+    assert loaded.get_config() == model.get_config()
