@@ -434,3 +434,27 @@ def test_pool_output_shape_agrees_with_forward_or_both_reject(h, w, k, s, p, kin
             kind(k, stride=s, padding=p).forward(x)
         return
     assert layer.forward(x).shape[1:] == expected
+
+
+def test_batchnorm2d_matches_torch_over_several_steps():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(23)
+    ours = inet.BatchNorm2d(3, momentum=0.3).astype(np.float64)
+    ours.build((3, 4, 4))
+    ref = torch.nn.BatchNorm2d(3, momentum=0.3).double()
+    for _ in range(3):
+        x = rng.standard_normal((5, 3, 4, 4)) * 2 + 1
+        dy = rng.standard_normal(x.shape)
+        y = ours.forward(x, training=True)
+        dx = ours.backward(dy)
+        tx = torch.from_numpy(x).requires_grad_()
+        ty = ref(tx)
+        ty.backward(torch.from_numpy(dy))
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+        ref.weight.grad = ref.bias.grad = None
+    np.testing.assert_allclose(ours.buffers["running_mean"], ref.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.buffers["running_var"], ref.running_var.numpy(), rtol=1e-12)
+    ref.eval()
+    x = rng.standard_normal((2, 3, 4, 4))
+    np.testing.assert_allclose(ours.forward(x), ref(torch.from_numpy(x)).detach().numpy(), rtol=1e-10)

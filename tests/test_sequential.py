@@ -453,3 +453,13 @@ def test_model_checkpoint_writes_loadable_files(tmp_path):
     assert cb.saved and all(p == str(tmp_path / "best.h5") for p in cb.saved)
     loaded = serialization.load_model(tmp_path / "best.h5")
     assert loaded.get_config() == model.get_config()
+
+
+def test_summary_counts_batchnorm_parameters_and_buffers_without_building():
+    model = inet.Sequential([inet.Conv2d(1, 2, 3, bias=False), inet.BatchNorm2d(2, mode="per_activation"),
+                             inet.Flatten(), inet.Linear(18, 3)], input_shape=(1, 5, 5))
+    text = model.summary()
+    # conv 2*9, BN gamma+beta 2*(2*3*3), linear 18*3+3; buffers: running mean+var 2*(2*3*3)
+    assert f"Total params: {18 + 36 + 57:,}" in text and "Buffers (non-trainable): 36" in text
+    assert not model.built
+    assert "?" in inet.Sequential([inet.Linear(3, 2)]).summary()

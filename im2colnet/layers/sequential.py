@@ -380,25 +380,35 @@ class Sequential:
 
     # -- description and persistence -----------------------------------------------------
     def summary(self):
-        """A Keras-like table: index and type, output shape (None = batch), parameter count."""
+        """A Keras-like table: index and type, output shape (None = batch), parameter count;
+        then the totals of trainable parameters and of buffers (e.g. running statistics).
+        Unbuilt layers are counted on a throw-away built copy (the model's weights stay unset);
+        without an input_shape, shapes and unbuilt counts show as "?"."""
         shapes = self._shapes(self.input_shape) if self.input_shape is not None else None
-        rows = []
+        rows, params, buffers, unknown = [], 0, 0, 0
         for i, layer in enumerate(self.layers):
-            if layer.built or shapes is None:
-                count = layer.count_params() if layer.built else None
-            else:   # not built yet: count on a throw-away copy rather than fix the weights now
+            probe = layer
+            if not layer.built and shapes is not None:
                 probe = copy.deepcopy(layer)
                 probe.build(shapes[i - 1] if i else self.input_shape, np.random.default_rng(0))
+            if probe.built:
                 count = probe.count_params()
+                params += count
+                buffers += sum(b.size for b in probe.buffers.values())
+            else:
+                count = None
+                unknown += 1
             shape = "?" if shapes is None else str((None,) + shapes[i])
             rows.append((f"{i} {type(layer).__name__}", shape, "?" if count is None else f"{count:,}"))
         header = ("Layer (type)", "Output shape", "Param #")
         widths = [max(len(r[k]) for r in rows + [header]) + 2 for k in range(3)]
-        line = lambda r: r[0].ljust(widths[0]) + r[1].ljust(widths[1]) + r[2].rjust(widths[2])
+
+        def line(r):
+            return r[0].ljust(widths[0]) + r[1].ljust(widths[1]) + r[2].rjust(widths[2])
         rule = "=" * sum(widths)
-        counts = [int(r[2].replace(",", "")) for r in rows if r[2] != "?"]
         out = [f'Model: "{self.name}"', line(header), rule] + [line(r) for r in rows] + [rule]
-        out.append(f"Total params: {sum(counts):,}" + ("" if len(counts) == len(rows) else " (unknown layers: ?)"))
+        out.append(f"Total params: {params:,}" + (f" (+ {unknown} layer(s) of unknown size)" if unknown else ""))
+        out.append(f"Buffers (non-trainable): {buffers:,}")
         return "\n".join(out)
 
     def get_config(self):
