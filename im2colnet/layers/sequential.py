@@ -355,14 +355,13 @@ class Sequential:
                                                  f"of parameter {name} is not finite (NaN or inf)")
                     grads[name] = g
                 optimizer.step(params, grads)
-                size = index.shape[0]
+                size, hits = index.shape[0], _count_correct(scores, yb)
                 loss_sum += value * size
-                correct += _count_correct(scores, yb)
+                correct += hits
                 done += size
                 bar.update(done, loss_sum / done, correct / done)
                 for cb in batch_listeners:
-                    cb.on_batch_end(step, {"loss": value, "size": size,
-                                           "accuracy": _count_correct(scores, yb) / size})
+                    cb.on_batch_end(step, {"loss": value, "accuracy": hits / size, "size": size})
             logs = {"loss": loss_sum / n, "accuracy": correct / n}
             if validation_data is not None:
                 val = self.evaluate(x_val, y_val, loss=loss)
