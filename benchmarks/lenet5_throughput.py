@@ -14,6 +14,14 @@ each spinning threads on the same 2 cores) slowed our training step by up to 50x
     python benchmarks/lenet5_throughput.py               # defaults: 15 repeats of 20 steps
     python benchmarks/lenet5_throughput.py --quick       # a smoke test
     python benchmarks/lenet5_throughput.py --profile     # cProfile of im2colnet's training step
+    python benchmarks/lenet5_throughput.py --busy 1      # with one busy-loop process competing
+    OMP_NUM_THREADS=1 python benchmarks/lenet5_throughput.py --busy 1   # ... and serial kernels
+
+--busy N starts N processes that spin for the whole run, as other jobs on a
+shared machine do: it shows how each implementation copes when it cannot have
+every core. Measured on the 2-core machine with --busy 2: im2colnet's training
+fell to ~150 img/s (its 2-thread prange kernels wait at OpenMP barriers for a
+descheduled thread; PyTorch kept ~3,000), with OMP_NUM_THREADS=1 it kept ~6,900.
 """
 import argparse
 import os
@@ -155,6 +163,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 repeats of 3 steps")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--busy", type=int, default=0, help="busy-loop processes competing for the CPUs")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -165,6 +174,16 @@ def main(argv=None):
     if args.profile:
         profile(args.batch_train, args.steps)
         return
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        run(args)
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+
+
+def run(args):
     torch = None
     if not args.no_torch:
         try:
@@ -182,7 +201,8 @@ def main(argv=None):
     print(f"LeNet-5 float32 throughput, {args.repeats} repeats x {args.steps} batches; "
           f"python {platform.python_version()}, numpy {np.__version__}, im2colnet {inet.__version__} "
           f"{inet.build_info()}, {os.cpu_count()} CPUs, "
-          + (f"{torch.version} in a child process" if torch else "torch not installed"))
+          + (f"{torch.version} in a child process" if torch else "torch not installed")
+          + f"; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.busy} busy process(es)")
     print(f"{'pass':<22}{'implementation':<14}{'median img/s':>14}{'best img/s':>12}{'ours/torch':>12}")
     for label, impls in ((f"train, batch {args.batch_train}", impls_train),
                          (f"inference, batch {args.batch_infer}", impls_infer)):
