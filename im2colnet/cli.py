@@ -80,7 +80,9 @@ def data_root(name, given=None):
 def load_dataset(name, split, root=None, limit=None):
     """(x, y) of ``name``'s split ('train' or 'test'); the first ``limit`` samples if given."""
     from . import datasets
-    loader = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist}[name]
+    loader = getattr(datasets, "load_" + name.replace("-", "_"), None)
+    if loader is None:
+        raise CommandError(f"no loader for {name} in this build of im2colnet")
     x, y = loader(root=data_root(name, root), split=split)
     if limit is not None:
         x, y = x[:limit], y[:limit]
@@ -214,8 +216,10 @@ def cmd_train(args, out=sys.stdout):
     """
     if args.plot:
         _require("matplotlib", "--plot", "plot")
-    if args.epochs < 1 or args.batch_size < 1:
-        raise CommandError("--epochs and --batch-size must be >= 1")
+    if args.epochs < 1:
+        raise CommandError(f"--epochs: must be >= 1, got {args.epochs}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CommandError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if args.lr is not None and not args.lr > 0:
         raise CommandError(f"--lr: must be > 0, got {args.lr}")
     if args.limit is not None and args.limit < 1:
@@ -237,31 +241,36 @@ def cmd_train(args, out=sys.stdout):
         raise CommandError(f"--dataset: the model file names dataset {dataset!r}; "
                            f"give --dataset {{{','.join(DATASETS)}}}")
     first_epoch = int(meta.get("epochs", 0))
+    batch_size = args.batch_size or int(meta.get("batch_size", 64))
     seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
     x, y = load_dataset(dataset, "train", args.data, args.limit)
     x_test, y_test = load_dataset(dataset, "test", args.data, args.limit)
     from .losses import CrossEntropyLoss
-    print(f"training {args.resume or args.model} on {dataset}: {len(x)} images, "
-          f"epochs {first_epoch + 1}-{first_epoch + args.epochs}, batch {args.batch_size}, "
-          f"{type(optimizer).__name__}, seed {seed}", file=out, flush=True)
+    epochs = (f"epoch {first_epoch + 1}" if args.epochs == 1
+              else f"epochs {first_epoch + 1}-{first_epoch + args.epochs}")
+    print(f"training {args.resume or args.model} on {dataset}: {len(x)} images, {epochs}, "
+          f"batch {batch_size}, {type(optimizer).__name__}, seed {seed}", file=out, flush=True)
     t0 = time.perf_counter()
     history = model.fit(x, y, epochs=first_epoch + args.epochs, initial_epoch=first_epoch,
-                        batch_size=args.batch_size, optimizer=optimizer,
+                        batch_size=batch_size, optimizer=optimizer,
                         loss=CrossEntropyLoss(), validation_data=(x_test, y_test),
                         verbose=1, seed=seed)
     seconds = time.perf_counter() - t0
     scores = model.evaluate(x_test, y_test)
     print(f"test accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
-          f"({len(x) * args.epochs / seconds:.0f} training images/s)", file=out)
+          f"(trained in {seconds:.1f} s, validation included)", file=out)
     if args.out:
         from . import __version__
         from .serialization import save_model
-        save_model(model, args.out, optimizer=optimizer, metadata={
+        metadata = {
             "dataset": dataset, "test_accuracy": float(scores["accuracy"]),
             "test_loss": float(scores["loss"]), "epochs": first_epoch + args.epochs,
-            "batch_size": args.batch_size, "optimizer": type(optimizer).__name__,
-            "lr": args.lr if args.lr is not None else "default", "seed": seed,
-            "resumed_from": args.resume or "", "library_version": __version__})
+            "batch_size": batch_size, "optimizer": type(optimizer).__name__,
+            "lr": float(getattr(optimizer, "lr", args.lr or 0)), "seed": seed,
+            "library_version": __version__}
+        if args.resume:
+            metadata["resumed_from"] = args.resume
+        save_model(model, args.out, optimizer=optimizer, metadata=metadata)
         print(f"saved {args.out}", file=out)
     if args.plot:
         plot_curves(_history_dict(history), args.plot)
@@ -335,6 +344,13 @@ def read_image(path, shape, invert=False):
     return 1.0 - arr if invert else arr
 
 
+def _class_label(k, names):
+    """'3', or '3 (Dress)' when the dataset's classes have names other than their numbers."""
+    if names and k < len(names) and names[k] != str(k):
+        return f"{k} ({names[k]})"
+    return str(k)
+
+
 def cmd_predict(args, out=sys.stdout):
     from .functional import softmax_forward
     if args.top < 1:
@@ -350,9 +366,8 @@ def cmd_predict(args, out=sys.stdout):
         for i, p in enumerate(probs):
             top = np.argsort(p)[::-1][:args.top]
             label = path if len(probs) == 1 else f"{path}[{i}]"
-            print(label + ": " + ", ".join(
-                f"{k}{' (' + names[k] + ')' if names and k < len(names) else ''} {p[k]:.3f}"
-                for k in top), file=out)
+            print(label + ": " + ", ".join(f"{_class_label(k, names)} {p[k]:.3f}" for k in top),
+                  file=out)
     return 0
 
 
@@ -406,7 +421,8 @@ def build_parser():
                    help=f"one of {', '.join(MODEL_NAMES)} (not needed with --resume)")
     _add_data_args(p, dataset_default=None)
     p.add_argument("--epochs", type=int, default=1, help="passes over the training set (default 1)")
-    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--batch-size", type=int,
+                   help="samples per step (default 64, or the resumed file's)")
     p.add_argument("--lr", type=float, help="learning rate (default 0.01 for sgd, 0.001 for adam)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="sgd (momentum 0.9) or adam (default sgd)")
