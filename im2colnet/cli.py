@@ -278,8 +278,10 @@ def cmd_train(args, out=sys.stdout):
     return 0
 
 
-def evaluate_model(model, dataset, data=None, limit=None, out=sys.stdout, confusion=True):
-    """Print accuracy, loss, images/s (and the confusion matrix) of model on dataset's test set."""
+def evaluate_model(model, dataset, data=None, limit=None, out=sys.stdout, confusion=True,
+                   prefix=""):
+    """Print accuracy, loss, images/s (and the confusion matrix) of model on dataset's test set;
+    returns the accuracy. prefix starts the summary line."""
     from .functional import softmax_cross_entropy
     x, y = load_dataset(dataset, "test", data, limit)
     t0 = time.perf_counter()
@@ -288,7 +290,7 @@ def evaluate_model(model, dataset, data=None, limit=None, out=sys.stdout, confus
     loss, _ = softmax_cross_entropy(scores.astype(np.float64), y)
     predicted = scores.argmax(axis=1)
     accuracy = float(np.mean(predicted == y))
-    print(f"{dataset} test set: accuracy {accuracy:.4f}, loss {loss:.4f}, {len(x)} images, "
+    print(f"{prefix}{dataset} test set: accuracy {accuracy:.4f}, loss {loss:.4f}, {len(x)} images, "
           f"{len(x) / seconds:.0f} images/s", file=out)
     if confusion:
         print("confusion matrix (rows: true class, columns: predicted):", file=out)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 
-from .cli import data_root, evaluate_model, load_dataset, zoo_model
+from .cli import CommandError, data_root, evaluate_model, load_dataset, zoo_model
 
 FASHION_PACKAGE = "dataset-fashion-mnist"
 PRETRAINED = (("lenet5", True), ("lenet5", "fashion-mnist"), ("vgg_small", True))
@@ -26,7 +26,7 @@ def _part(title, fn, out):
     t0 = time.perf_counter()
     try:
         fn()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, CommandError) as exc:
         print(f"   skipped: {_first_line(exc)}", file=out)
     except Exception as exc:  # noqa: BLE001 -- the demo reports and continues
         print(f"   skipped: {type(exc).__name__}: {_first_line(exc)}", file=out)
@@ -76,7 +76,7 @@ def train_lenet5(data, out):
               loss=CrossEntropyLoss(), verbose=1, seed=0)
     print(f"   trained in {time.perf_counter() - t0:.1f} s "
           f"({len(x) / (time.perf_counter() - t0):.0f} images/s)", file=out)
-    evaluate_model(model, "mnist", data, out=out, confusion=False)
+    evaluate_model(model, "mnist", data, out=out, confusion=False, prefix="   ")
 
 
 def score_pretrained(data, out):

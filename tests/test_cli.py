@@ -247,3 +247,13 @@ def test_train_missing_data_is_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(run_cli("train", "lenet5", "--data", empty), "train")
+
+
+def test_demo_trains_and_carries_on(trained):
+    data, _, _ = trained
+    result = run_cli("demo", "--no-bench", "--no-install", "--data", data)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "== 2/4 train LeNet-5" in result.stdout and "trained in" in result.stdout
+    assert "mnist test set: accuracy" in result.stdout
+    assert "demo finished" in result.stdout
