@@ -8,7 +8,9 @@ Determinism: epoch e visits the samples in the order
 step s of epoch e come from ``np.random.default_rng([seed, e, s])``. So the same
 seed gives bit-identical weights, and fit(epochs=2) equals fit(epochs=1), then
 fit(epochs=2, initial_epoch=1) with the same seed (also after save/load when
-the optimizer's state is saved with the model).
+the optimizer's state is saved with the model). Bit-identical means on the same
+build with the same thread settings: BLAS and OpenMP thread counts change the
+order of floating-point sums (OMP_NUM_THREADS=1 vs 2 differ in the last bits).
 """
 import copy
 import time
