@@ -8,6 +8,7 @@ VENV=${IM2COLNET_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+VENV="$(cd "$VENV" && pwd)"  # absolute: the demo runs from another folder
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet .
 
