@@ -83,7 +83,10 @@ def load_dataset(name, split, root=None, limit=None):
     loader = getattr(datasets, "load_" + name.replace("-", "_"), None)
     if loader is None:
         raise CommandError(f"no loader for {name} in this build of im2colnet")
-    x, y = loader(root=data_root(name, root), split=split)
+    try:
+        x, y = loader(root=data_root(name, root), split=split)
+    except FileNotFoundError as exc:
+        raise CommandError(f"{_one_line(exc)} (on the command line: --data DIR)") from None
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return x, y

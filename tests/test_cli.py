@@ -241,12 +241,32 @@ def test_summary_shows_layers_and_metadata(trained):
     assert "metadata:" in result.stdout and "dataset: mnist" in result.stdout
 
 
+def test_resume_continues_exactly(trained, tmp_path):
+    """Two epochs in one run equal one epoch, save, and --resume for one more: the file
+    carries the epoch count, the seed and the optimizer's state."""
+    data, _, _ = trained
+    common = ["--data", data, "--batch-size", "32", "--optimizer", "adam", "--seed", "7"]
+    both, first, resumed = (tmp_path / name for name in ("both.h5", "first.h5", "resumed.h5"))
+    for args in (["lenet5", "--epochs", "2", *common, "--out", both],
+                 ["lenet5", "--epochs", "1", *common, "--out", first],
+                 ["--resume", first, "--data", data, "--out", resumed]):
+        result = run_cli("train", *args)
+        assert result.returncode == 0, result.stderr
+    assert "epoch 2," in result.stdout and "Adam" in result.stdout
+    a, b = im2colnet.load_model(str(both)), im2colnet.load_model(str(resumed))
+    assert b.metadata["epochs"] == 2 and b.metadata["resumed_from"] == str(first)
+    for layer_a, layer_b in zip(a.layers, b.layers):
+        for key in layer_a.params:
+            np.testing.assert_array_equal(layer_a.params[key], layer_b.params[key])
+
+
 def test_train_missing_data_is_one_line(tmp_path):
     if _missing_parts():
         pytest.skip("datasets/models not in this build yet")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(run_cli("train", "lenet5", "--data", empty), "train")
+    assert_one_line_error(run_cli("train", "lenet5", "--data", empty), "train",
+                          "not found", "--data DIR")
 
 
 def test_demo_trains_and_carries_on(trained):
