@@ -1,7 +1,7 @@
 """LeNet-5 on MNIST: one epoch on the 22,699 training images, then the 10,000-image test set.
 
-Reads the IDX (gzip) files from $IM2COLNET_DATA/mnist, else ../shared/data/mnist
-(beside the repository), with im2colnet.datasets.load_mnist when available.
+Reads the IDX (gzip) files with im2colnet.datasets.load_mnist from
+$IM2COLNET_DATA/mnist, else ../shared/data/mnist (beside the repository).
 The training set there is the first 22,699 images of the official 60,000.
 Pixels are scaled to [0, 1] and standardised with the training set's mean and
 standard deviation. Training: SGD with momentum 0.9, batch 16, float32, seed 0,
@@ -13,11 +13,9 @@ Prints the test accuracy (the issue's target: >= 97%) and the wall time.
     python benchmarks/lenet5_mnist_one_epoch.py [--root DIR] [--lr 0.01] [--batch 16] [--seed 0]
 """
 import argparse
-import gzip
 import os
 import time
 
-import numpy as np
 
 import im2colnet as inet
 from _lenet import cross_entropy_and_sgd, lenet5
@@ -31,24 +29,9 @@ def default_root():
     return os.path.join(HERE, "..", "..", "shared", "data", "mnist")
 
 
-def _read_idx(path):
-    """IDX file -> uint8 array; the dimensions come from the header (N is not assumed)."""
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def load(root, split):
-    """(x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,))."""
-    try:
-        return inet.datasets.load_mnist(root=root, split=split)
-    except (AttributeError, NotImplementedError):
-        prefix = "train" if split == "train" else "t10k"
-        x = _read_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte.gz"))
-        y = _read_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"))
-        return (x.reshape(-1, 1, 28, 28).astype(np.float32) / 255), y.astype(np.int64)
+    """(x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,)) from the IDX files in root."""
+    return inet.datasets.load_mnist(root=root, split=split)
 
 
 class LinearDecay(inet.Callback):

@@ -9,6 +9,7 @@ import im2colnet as inet
 import im2colnet.functional as F
 from im2colnet.losses import CrossEntropyLoss
 from im2colnet.optim import SGD
+from im2colnet import serialization
 from _gradcheck import check_directional
 
 
@@ -410,15 +411,7 @@ def test_resuming_from_copied_weights_and_optimizer_state_is_exact():
         np.testing.assert_array_equal(resumed.parameters()[key], value)
 
 
-def _serialization():
-    from im2colnet import serialization
-    if not hasattr(serialization, "save_model"):
-        pytest.skip("im2colnet.serialization.save_model has not landed")
-    return serialization
-
-
 def test_save_load_and_resume_is_bit_identical(tmp_path):
-    serialization = _serialization()
     from im2colnet.optim import Adam
     x, y = blobs(64, np.random.default_rng(44))
     model = inet.Sequential([inet.Linear(2, 8), inet.BatchNorm1d(8), inet.ReLU(), inet.Dropout(0.2),
@@ -443,7 +436,6 @@ def test_save_load_and_resume_is_bit_identical(tmp_path):
 
 
 def test_model_checkpoint_writes_loadable_files(tmp_path):
-    serialization = _serialization()
     rng = np.random.default_rng(45)
     (x, y), (xv, yv) = blobs(48, rng), blobs(24, rng)
     model = mlp()
