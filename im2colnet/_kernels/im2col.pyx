@@ -2,14 +2,16 @@
 """im2col and col2im: the selection matrix M of a convolution and its adjoint.
 
 The convolution's GEMM works on the *transposed* column matrix
-    cols_t = phi(x)^T,  shape (C*kh*kw, nb*Ho*Wo),
-for a block of ``nb`` samples starting at sample ``n0``: row ``(c*kh + p)*kw + q``
-(one kernel tap), column ``b*Ho*Wo + i*Wo + j`` (one output pixel of sample
-``n0 + b``) holds
+    cols_t = phi(x)^T,  shape (C*kh*kw, nb*R*Wo),
+for a block of ``nb`` samples starting at sample ``n0`` and their output rows
+``i0 <= i < i1`` (R = i1 - i0; a block is whole samples, or rows of a single
+sample too large to fit the workspace): row ``(c*kh + p)*kw + q`` (one kernel
+tap), column ``b*R*Wo + (i - i0)*Wo + j`` (one output pixel of sample ``n0 + b``)
+holds
     x[n0 + b, c, i*sh - pt + p*dh, j*sw - pl + q*dw]      (0 outside the image).
 In this layout one (tap, output row) is a contiguous run of Wo values read
-from one input row with stride sw: a memcpy when sw == 1. (Caffe's layout; the
-public ``im2col`` returns its transpose as a view.)
+from one input row with stride sw: a plain copy when sw == 1. (Caffe's layout;
+the public ``im2col`` returns its transpose as a view.)
 
 Each (sample, channel) pair is one task of a ``prange`` loop: it writes the
 kh*kw rows of its channel inside its sample's column block (im2col), or its
@@ -30,81 +32,86 @@ ctypedef fused floating:
 
 
 cdef void _im2col_plane(const floating* x, floating* out, Py_ssize_t row_stride,
-                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t Wo,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
-    """The kh*kw rows of one channel plane x (H, W): row p*kw + q starts at out + (p*kw + q)*row_stride.
+    """Output rows i0 <= i < i1 of the kh*kw rows of one channel plane x (H, W).
 
-    Output pixel (i, j) of tap (p, q) reads x[i*sh + (p*dh - pt), j*sw + (q*dw - pl)].
+    Tap (p, q) fills out + (p*kw + q)*row_stride; output pixel (i, j) sits at
+    (i - i0)*Wo + j there and reads x[i*sh + (p*dh - pt), j*sw + (q*dw - pl)].
     """
     cdef Py_ssize_t p, q, i, j, r_off, c_off, i_lo, i_hi, j_lo, j_hi, src
     cdef floating* row
     for p in range(kh):
         r_off = p * dh - pt
-        i_hi = end_inside(r_off, sh, H, Ho)
         i_lo = first_inside(r_off, sh)
-        if i_lo > i_hi:
-            i_lo = i_hi
+        i_hi = end_inside(r_off, sh, H, i1)
         for q in range(kw):
             c_off = q * dw - pl
             j_hi = end_inside(c_off, sw, W, Wo)
             j_lo = first_inside(c_off, sw)
             if j_lo > j_hi:
                 j_lo = j_hi
-            row = out + (p * kw + q) * row_stride
-            for i in range(Ho):
+            for i in range(i0, i1):
+                row = out + (p * kw + q) * row_stride + (i - i0) * Wo
                 if i < i_lo or i >= i_hi:  # the input row is padding
                     for j in range(Wo):
-                        row[i * Wo + j] = 0
+                        row[j] = 0
                     continue
                 src = (i * sh + r_off) * W + c_off  # + j*sw is inside for j in [j_lo, j_hi)
                 for j in range(j_lo):
-                    row[i * Wo + j] = 0
+                    row[j] = 0
                 if sw == 1:  # a contiguous run: the compiler vectorises this copy
                     for j in range(j_lo, j_hi):
-                        row[i * Wo + j] = x[src + j]
+                        row[j] = x[src + j]
                 else:
                     for j in range(j_lo, j_hi):
-                        row[i * Wo + j] = x[src + j * sw]
+                        row[j] = x[src + j * sw]
                 for j in range(j_hi, Wo):
-                    row[i * Wo + j] = 0
+                    row[j] = 0
 
 
 cdef void _col2im_plane(const floating* cols, Py_ssize_t row_stride, floating* dx,
-                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t Wo,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
-    """The adjoint of _im2col_plane: dx (H, W) = sum over taps of their rows, scattered back.
+    """The adjoint of _im2col_plane for output rows [i0, i1): their entries are added back into dx (H, W).
 
-    Entries that im2col read from the same input cell add up; padding entries are dropped.
+    Entries that im2col read from the same input cell add up; padding entries
+    are dropped. The chunk that starts at row 0 first clears the plane, so the
+    chunks of one sample, run in order, leave the whole adjoint in dx.
     """
     cdef Py_ssize_t p, q, i, j, r_off, c_off, i_lo, i_hi, j_lo, j_hi, dst
     cdef const floating* row
-    memset(dx, 0, H * W * sizeof(floating))
+    if i0 == 0:
+        memset(dx, 0, H * W * sizeof(floating))
     for p in range(kh):
         r_off = p * dh - pt
-        i_hi = end_inside(r_off, sh, H, Ho)
         i_lo = first_inside(r_off, sh)
+        i_hi = end_inside(r_off, sh, H, i1)
+        if i_lo < i0:
+            i_lo = i0
         for q in range(kw):
             c_off = q * dw - pl
             j_hi = end_inside(c_off, sw, W, Wo)
             j_lo = first_inside(c_off, sw)
-            row = cols + (p * kw + q) * row_stride
             for i in range(i_lo, i_hi):
+                row = cols + (p * kw + q) * row_stride + (i - i0) * Wo
                 dst = (i * sh + r_off) * W + c_off
                 for j in range(j_lo, j_hi):
-                    dx[dst + j * sw] += row[i * Wo + j]
+                    dx[dst + j * sw] += row[j]
 
 
 def im2col_t(const floating[:, :, :, ::1] x, Py_ssize_t n0, floating[:, ::1] cols_t,
              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
-             Py_ssize_t Ho, Py_ssize_t Wo, bint parallel=True):
-    """Fill cols_t (C*kh*kw, nb*Ho*Wo) with phi(x[n0:n0+nb])^T (see the module docstring)."""
+             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t Wo, bint parallel=True):
+    """Fill cols_t (C*kh*kw, nb*(i1-i0)*Wo) with the columns of output rows [i0, i1) of
+    samples n0 .. n0+nb-1 (nb = cols_t.shape[1] // ((i1-i0)*Wo)); see the module docstring."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t P = Ho * Wo, row_stride = cols_t.shape[1]
+    cdef Py_ssize_t P = (i1 - i0) * Wo, row_stride = cols_t.shape[1]
     cdef Py_ssize_t nb, task, b, c
-    if P == 0 or row_stride == 0 or C == 0:
+    if P <= 0 or row_stride == 0 or C == 0:
         return
     nb = row_stride // P
     for task in prange(nb * C, nogil=True, schedule="static",
@@ -112,18 +119,19 @@ def im2col_t(const floating[:, :, :, ::1] x, Py_ssize_t n0, floating[:, ::1] col
         b = task // C
         c = task % C
         _im2col_plane(&x[n0 + b, c, 0, 0], &cols_t[c * kh * kw, b * P], row_stride,
-                      H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl)
+                      H, W, i0, i1, Wo, kh, kw, sh, sw, dh, dw, pt, pl)
 
 
 def col2im_t(const floating[:, ::1] cols_t, floating[:, :, :, ::1] dx, Py_ssize_t n0,
              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl,
-             Py_ssize_t Ho, Py_ssize_t Wo, bint parallel=True):
-    """Overwrite dx[n0:n0+nb] with M^T cols (the adjoint of im2col_t); cols_t as im2col_t fills it."""
+             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t Wo, bint parallel=True):
+    """The adjoint of im2col_t on the same block: adds M^T cols into dx[n0:n0+nb]
+    (overwriting it when i0 == 0; see _col2im_plane)."""
     cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef Py_ssize_t P = Ho * Wo, row_stride = cols_t.shape[1]
+    cdef Py_ssize_t P = (i1 - i0) * Wo, row_stride = cols_t.shape[1]
     cdef Py_ssize_t nb, task, b, c
-    if P == 0 or row_stride == 0 or C == 0 or H == 0 or W == 0:
+    if P <= 0 or row_stride == 0 or C == 0 or H == 0 or W == 0:
         return
     nb = row_stride // P
     for task in prange(nb * C, nogil=True, schedule="static",
@@ -131,4 +139,4 @@ def col2im_t(const floating[:, ::1] cols_t, floating[:, :, :, ::1] dx, Py_ssize_
         b = task // C
         c = task % C
         _col2im_plane(&cols_t[c * kh * kw, b * P], row_stride, &dx[n0 + b, c, 0, 0],
-                      H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl)
+                      H, W, i0, i1, Wo, kh, kw, sh, sw, dh, dw, pt, pl)

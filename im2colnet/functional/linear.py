@@ -9,6 +9,7 @@ An input with more than two axes, e.g. (N, C, H, W), is flattened to
 """
 import numpy as np
 
+from .._blas import gemm_threads
 from .._checks import as_float, check_batch
 
 __all__ = ["linear_forward", "linear_backward_data", "linear_backward_weights"]
@@ -37,7 +38,8 @@ def linear_forward(x, w, b=None):
     """
     x2 = _flat_input(x, "x")
     w = _check_weight(w, x2.shape[1], x2.dtype)
-    y = x2 @ w.T
+    with gemm_threads(2.0 * x2.shape[0] * w.size):
+        y = x2 @ w.T
     if b is not None:
         b = as_float(b, "b", dtype=y.dtype)
         if b.shape != (w.shape[0],):
@@ -63,7 +65,8 @@ def linear_backward_data(dy, w, x_shape):
         raise ValueError(
             f"x_shape: {shape} does not fit dy {dy.shape} and w {w.shape} "
             f"(need N = {dy.shape[0]} and {w.shape[1]} features)")
-    return (dy @ w).reshape(shape)
+    with gemm_threads(2.0 * dy.shape[0] * w.size):
+        return (dy @ w).reshape(shape)
 
 
 def linear_backward_weights(dy, x):
@@ -79,4 +82,5 @@ def linear_backward_weights(dy, x):
     x2 = _flat_input(as_float(x, "x", dtype=dy.dtype), "x")
     if x2.shape[0] != dy.shape[0]:
         raise ValueError(f"x: batch {x2.shape[0]} (shape {np.shape(x)}) does not match dy's {dy.shape}")
-    return dy.T @ x2, dy.sum(axis=0)
+    with gemm_threads(2.0 * dy.shape[0] * dy.shape[1] * x2.shape[1]):
+        return dy.T @ x2, dy.sum(axis=0)
