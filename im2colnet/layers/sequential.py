@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .._checks import as_float, as_labels
+from .interrupt import deferred_interrupt
 from .base import Layer, ParamLayer, check_int, check_shape
 from .activations import ReLU
 from .callbacks import Callback, History
@@ -326,55 +327,59 @@ class Sequential:
                       for i, layer in enumerate(self.layers) for k in layer.params]
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
 
-        for epoch in range(initial_epoch, epochs):
-            if hasattr(optimizer, "set_epoch"):
-                optimizer.set_epoch(epoch)
-            for cb in everyone:
-                cb.on_epoch_begin(epoch, {})
-            order = np.random.default_rng([seed, epoch]).permutation(n)
-            bar = ProgressBar(n, epoch, epochs, verbose)
-            loss_sum, correct, done = 0.0, 0, 0
-            for step, start in enumerate(range(0, n, batch_size)):
-                index = order[start:start + batch_size]
-                xb, yb = np.take(x, index, axis=0), np.take(y, index, axis=0)
-                if dropouts:
-                    rng = np.random.default_rng([seed, epoch, step])
-                    for layer in dropouts:
-                        layer.rng = rng
-                scores = xb
-                for layer in self.layers:
-                    scores = layer.forward(scores, True)
-                value, dscores = loss(scores, yb)
-                value = float(value)
-                if not np.isfinite(value):
-                    raise FloatingPointError(f"epoch {epoch}, step {step} (0-based): the loss is {value}")
-                self.backward(dscores, need_dx=False)
-                grads = {}
-                for name, store, key in grad_slots:
-                    g = store[key]
-                    if not np.isfinite(g).all():
-                        raise FloatingPointError(f"epoch {epoch}, step {step} (0-based): the gradient "
-                                                 f"of parameter {name} is not finite (NaN or inf)")
-                    grads[name] = g
-                optimizer.step(params, grads)
-                size, hits = index.shape[0], _count_correct(scores, yb)
-                loss_sum += value * size
-                correct += hits
-                done += size
-                bar.update(done, loss_sum / done, correct / done)
-                for cb in batch_listeners:
-                    cb.on_batch_end(step, {"loss": value, "accuracy": hits / size, "size": size})
-            logs = {"loss": loss_sum / n, "accuracy": correct / n}
-            if validation_data is not None:
-                val = self.evaluate(x_val, y_val, loss=loss)
-                logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
-            logs["lr"] = _current_lr(optimizer)
-            logs["time"] = time.perf_counter() - bar.start
-            bar.close(logs)
-            for cb in everyone:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        with deferred_interrupt() as interrupt:
+            for epoch in range(initial_epoch, epochs):
+                if hasattr(optimizer, "set_epoch"):
+                    optimizer.set_epoch(epoch)
+                for cb in everyone:
+                    cb.on_epoch_begin(epoch, {})
+                order = np.random.default_rng([seed, epoch]).permutation(n)
+                bar = ProgressBar(n, epoch, epochs, verbose)
+                loss_sum, correct, done = 0.0, 0, 0
+                for step, start in enumerate(range(0, n, batch_size)):
+                    if interrupt.requested:   # Ctrl-C: stop between steps (see interrupt.py)
+                        raise KeyboardInterrupt(f"training interrupted by the user at epoch {epoch}, "
+                                                f"step {step} (0-based), after a completed step")
+                    index = order[start:start + batch_size]
+                    xb, yb = np.take(x, index, axis=0), np.take(y, index, axis=0)
+                    if dropouts:
+                        rng = np.random.default_rng([seed, epoch, step])
+                        for layer in dropouts:
+                            layer.rng = rng
+                    scores = xb
+                    for layer in self.layers:
+                        scores = layer.forward(scores, True)
+                    value, dscores = loss(scores, yb)
+                    value = float(value)
+                    if not np.isfinite(value):
+                        raise FloatingPointError(f"epoch {epoch}, step {step} (0-based): the loss is {value}")
+                    self.backward(dscores, need_dx=False)
+                    grads = {}
+                    for name, store, key in grad_slots:
+                        g = store[key]
+                        if not np.isfinite(g).all():
+                            raise FloatingPointError(f"epoch {epoch}, step {step} (0-based): the gradient "
+                                                     f"of parameter {name} is not finite (NaN or inf)")
+                        grads[name] = g
+                    optimizer.step(params, grads)
+                    size, hits = index.shape[0], _count_correct(scores, yb)
+                    loss_sum += value * size
+                    correct += hits
+                    done += size
+                    bar.update(done, loss_sum / done, correct / done)
+                    for cb in batch_listeners:
+                        cb.on_batch_end(step, {"loss": value, "accuracy": hits / size, "size": size})
+                logs = {"loss": loss_sum / n, "accuracy": correct / n}
+                if validation_data is not None:
+                    val = self.evaluate(x_val, y_val, loss=loss)
+                    logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+                logs["lr"] = _current_lr(optimizer)
+                logs["time"] = time.perf_counter() - bar.start
+                bar.close(logs)
+                for cb in everyone:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
         for cb in everyone:
             cb.on_train_end({})
         return history
