@@ -7,7 +7,8 @@ threads of one spin while the other works, which slowed both sides by large
 factors on a 2-core machine. A separate process keeps each side's figures
 clean: this script imports numpy, torch and ``_timing.py`` only.
 
-Requests (each may also hold "threads": the number of threads PyTorch uses):
+Requests (each may also hold "threads": the number of threads PyTorch uses, the
+same as NumPy's BLAS in the parent):
   {"kind": "layers", "shapes": [{name, n, c, h, w, k, kh, kw, stride, padding, dilation}],
    "dtype", "budget", "max_repeats", "seed"}
       -> {"threads", "version", "layers": {name: {pass: timing}}}

@@ -41,6 +41,8 @@ import numpy as np
 
 from . import functional as F
 from . import numpy_im2col
+from . import _blas
+from ._blas import blas_info
 from ._checks import conv_geometry
 from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
 from .functional.conv import workspace_bytes
@@ -161,14 +163,18 @@ def peak_rss_mib():
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
-def blas_threads_setting():
-    """The thread count the environment sets for NumPy's BLAS (None: the library's default).
-    PyTorch is given the same count, so both sides use the same number of cores."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return None
+def blas_threads():
+    """The number of threads NumPy's OpenBLAS uses now (None when it cannot be found)."""
+    return blas_info()["threads"]
+
+
+def set_blas_threads(n):
+    """Make NumPy's OpenBLAS use n threads from now on (its products below the engine's
+    small-product threshold still run on one); False when OpenBLAS cannot be found."""
+    if _blas._OPENBLAS is None:
+        return False
+    _blas._OPENBLAS[0](n)
+    return True
 
 
 def torch_version():
@@ -192,7 +198,7 @@ def run_torch_peer(request, timeout=1800):
     if torch_version() is None:
         raise _Unavailable("PyTorch is not installed")
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_peer.py")
-    request = dict(request, threads=blas_threads_setting())
+    request = dict(request, threads=blas_threads())  # the same number of cores as ours
     try:
         child = subprocess.run([sys.executable, script], input=json.dumps(request),
                                capture_output=True, text=True, timeout=timeout)
@@ -458,7 +464,7 @@ def _table(header, rows):
 UNSTEADY = 2.0
 
 UNSTEADY_NOTE = (f"*  median > {UNSTEADY:g} x min: calls were stalled (a busy machine; with several "
-                 "BLAS threads on shared cores, OPENBLAS_NUM_THREADS=1 steadies the figures)")
+                 "BLAS threads on shared cores, --threads 1 steadies the figures)")
 
 
 def _ms(value):
@@ -490,8 +496,7 @@ def machine_info():
     return {
         "python": platform.python_version(), "numpy": np.__version__, "blas": _blas_name(),
         "platform": platform.platform(), "cpus": os.cpu_count(),
-        "thread_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                   "MKL_NUM_THREADS") if k in os.environ},
+        "blas_threads": blas_threads(),
         "im2colnet_build": build_info(),
         "torch": torch_version(),
     }
@@ -499,11 +504,11 @@ def machine_info():
 
 def format_header(info, dtype):
     """One line: what ran where."""
-    threads = ", ".join(f"{k}={v}" for k, v in info["thread_env"].items())
+    threads = "" if info["blas_threads"] is None else f", {info['blas_threads']} threads"
     torch = ("torch not installed" if info["torch"] is None
-             else f"torch {info['torch']} (in a child process)")
+             else f"torch {info['torch']} (in a child process, as many threads)")
     return (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
-            f"{', ' + threads if threads else ''}), {torch}, {info['cpus']} CPUs, "
+            f"{threads}), {torch}, {info['cpus']} CPUs, "
             f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}")
 
 
@@ -609,6 +614,10 @@ def add_arguments(parser):
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also draw time per shape for each method (needs matplotlib)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads of NumPy's BLAS and of PyTorch (default: the BLAS's "
+                             "own; our OpenMP kernels follow OMP_NUM_THREADS). On a busy shared "
+                             "machine --threads 1 gives steadier figures")
 
 
 def _selected_shapes(args):
@@ -642,6 +651,11 @@ def run(args, out=sys.stdout, err=sys.stderr):
         except ImportError:
             raise BenchError("--plot needs matplotlib: pip install matplotlib "
                              "(or pip install im2colnet[plot])") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchError(f"--threads: must be >= 1, got {args.threads}")
+        if not set_blas_threads(args.threads):
+            raise BenchError("--threads: cannot find NumPy's OpenBLAS to set its thread count")
     shapes = _selected_shapes(args)
     dtype = np.dtype(args.dtype).type
     budget = args.budget if args.budget is not None else (0.2 if args.quick else 1.0)

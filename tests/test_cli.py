@@ -60,6 +60,7 @@ def test_version():
     (["bench", "--methods", "ours,fast"], "bench", ["--methods", "fast"]),
     (["bench", "--repeats", "0"], "bench", ["--repeats"]),
     (["bench", "--dtype", "float16"], "bench", ["--dtype", "float16"]),
+    (["bench", "--threads", "0"], "bench", ["--threads"]),
     (["summary", "missing.h5"], "summary", ["missing.h5", "no such model file"]),
     (["evaluate", "missing.h5"], "evaluate", ["missing.h5", "no such model file"]),
     (["evaluate", "resnet"], "evaluate", ["unknown model 'resnet'", "lenet5"]),
