@@ -77,14 +77,21 @@ def train(args, build_model, model_name):
         model, optimizer = im2colnet.load_model(args.resume, with_optimizer=True)
         meta = dict(model.metadata)
         history, start_epoch, elapsed = meta["history"], meta["epochs_done"], meta["training_seconds"]
-        if meta["settings"] != settings(args):
+        recorded = {**meta["settings"], "epochs": args.epochs}
+        if recorded != {**settings(args), "schedule": recorded["schedule"]}:
             sys.exit(f"--resume: {args.resume} was trained with {meta['settings']}, not {settings(args)}")
+        if args.epochs != meta["epochs"]:
+            # A run cut short (or extended) keeps its cosine decay ending at the new last epoch.
+            optimizer.schedule = CosineLR(T_max=args.epochs)
+            meta["settings"]["schedule"] += f"; from epoch {start_epoch + 1} cosine over {args.epochs}"
     else:
         model = build_model()
         model.build(seed=args.seed)
         optimizer = SGD(args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay,
                         schedule=CosineLR(T_max=args.epochs))
         history, start_epoch, elapsed = [], 0, 0.0
+        meta = {"settings": settings(args)}
+    run_settings = {**meta["settings"], "epochs": args.epochs}
 
     for epoch in range(start_epoch, args.epochs):
         began = time.perf_counter()
@@ -111,7 +118,7 @@ def train(args, build_model, model_name):
             "epochs_done": epoch + 1,
             "epochs": args.epochs,
             "seed": args.seed,
-            "settings": settings(args),
+            "settings": run_settings,
             "optimizer": {"type": type(optimizer).__name__, **optimizer.get_config()},
             "history": history,
             "training_seconds": round(elapsed, 1),
