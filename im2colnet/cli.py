@@ -491,6 +491,9 @@ def main(argv=None):
     from .serialization import ModelFormatError
     try:
         return args.func(args)
+    except BrokenPipeError:  # the output went to a pager or `head` that closed early
+        sys.stdout = open(os.devnull, "w")  # nothing left to flush at exit
+        return 0
     except (CommandError, ModelFormatError, OSError, ValueError, TypeError) as exc:
         # OSError covers FileNotFoundError (missing data), unreadable and unwritable files.
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
@@ -498,9 +501,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the output went to a pager or `head` that closed early
-        sys.stdout = open(os.devnull, "w")  # nothing left to flush at exit
-        return 0
     except Exception as exc:  # noqa: BLE001 -- a bug of ours: still one line, not a traceback
         print(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} "
               "(run with IM2COLNET_DEBUG=1 for the traceback)", file=sys.stderr)
