@@ -11,12 +11,18 @@ layer, ~1 GFLOP) still run about 1.9x faster on 2 threads, so they keep them.
 ``gemm_threads(flops)`` is a context manager that limits OpenBLAS to one
 thread for products below SMALL_GEMM_FLOPS. It finds OpenBLAS among the
 libraries NumPy loaded (Linux: /proc/self/maps); with another BLAS, or when it
-cannot be found, it does nothing. The thread count is process-wide, so
-threads that run products concurrently may see each other's setting: that
-changes speed, never results.
+cannot be found, it does nothing.
+
+The thread count is process-wide. Python threads that run small products at
+the same time share one "single-thread" window (a counter under a lock): the
+count drops to 1 when the first enters and is restored when the last leaves.
+Without that, one thread could restore 2 threads while another is inside its
+product, and OpenBLAS rounds some small products differently on 1 and 2
+threads: concurrent results would differ from sequential ones in the last bit.
 """
 import contextlib
 import ctypes
+import threading
 
 import numpy  # noqa: F401  (loads NumPy's BLAS before we look for it)
 
@@ -57,19 +63,29 @@ def blas_info():
             "threads": None if _OPENBLAS is None else _OPENBLAS[1]()}
 
 
+_lock = threading.Lock()
+_inside = 0          # threads currently inside a single-thread window
+_restore_to = None   # the thread count to restore when the last one leaves
+
+
 @contextlib.contextmanager
 def gemm_threads(flops):
     """Run the enclosed product(s) on one BLAS thread when ``flops`` < SMALL_GEMM_FLOPS."""
+    global _inside, _restore_to
     if _OPENBLAS is None or flops >= SMALL_GEMM_FLOPS:
         yield
         return
     set_threads, get_threads = _OPENBLAS
-    before = get_threads()
-    if before == 1:
-        yield
-        return
-    set_threads(1)
+    with _lock:
+        if _inside == 0:
+            _restore_to = get_threads()
+            if _restore_to != 1:
+                set_threads(1)
+        _inside += 1
     try:
         yield
     finally:
-        set_threads(before)
+        with _lock:
+            _inside -= 1
+            if _inside == 0 and _restore_to != 1:
+                set_threads(_restore_to)

@@ -160,3 +160,27 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_file(tmp_path):
         assert model.layers[0].params["bias"][0] == model.metadata["round"]
         rounds.append(model.metadata["round"])
     assert max(rounds) > 0   # it was killed while saving repeatedly, not before the loop
+
+
+def test_concurrent_inference_on_one_shared_model():
+    """predict/evaluate from several threads on one model give the sequential results
+    (inference keeps no per-call state in the layers; training does: one model per thread)."""
+    import threading
+    model = inet.Sequential([inet.Conv2d(1, 4, 3, padding=1), inet.BatchNorm2d(4), inet.ReLU(),
+                             inet.MaxPool2d(2), inet.Flatten(), inet.Linear(4 * 14 * 14, 10)],
+                            input_shape=(1, 28, 28)).build(seed=0)
+    batches = [digits_like(64, seed)[0] for seed in range(6)]
+    expected = [model.predict(x) for x in batches]
+    got = [None] * len(batches)
+
+    def run(i):
+        for _ in range(5):
+            got[i] = model.predict(batches[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, expected):
+        assert np.array_equal(a, b)
