@@ -376,13 +376,38 @@ def cmd_predict(args, out=sys.stdout):
     return 0
 
 
+def _cell(value):
+    return format(value, ".4g") if isinstance(value, float) else str(value)
+
+
+def format_metadata(meta, indent="  "):
+    """A model file's metadata as text lines: nested dicts indented, a list of records
+    (e.g. the per-epoch training history) as a table, everything else as key: value."""
+    lines = []
+    for key in sorted(meta):
+        value = meta[key]
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines += format_metadata(value, indent + "  ")
+        elif (isinstance(value, list) and value
+              and all(isinstance(v, dict) for v in value)):
+            columns = list(dict.fromkeys(k for record in value for k in record))
+            rows = [columns] + [[_cell(record.get(c, "")) for c in columns] for record in value]
+            widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+            lines.append(f"{indent}{key}:")
+            lines += [indent + "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths))
+                      for row in rows]
+        else:
+            lines.append(f"{indent}{key}: {_cell(value)}")
+    return lines
+
+
 def cmd_summary(args, out=sys.stdout):
     model, meta = load_model_spec(args.model)
     print(model.summary(), file=out)
     if meta:
         print("metadata:", file=out)
-        for key in sorted(meta):
-            print(f"  {key}: {meta[key]}", file=out)
+        print("\n".join(format_metadata(meta)), file=out)
     return 0
 
 

@@ -278,3 +278,40 @@ def test_demo_trains_and_carries_on(trained):
     assert "== 2/4 train LeNet-5" in result.stdout and "trained in" in result.stdout
     assert "mnist test set: accuracy" in result.stdout
     assert "demo finished" in result.stdout
+
+
+def test_metadata_is_printed_readably():
+    from im2colnet.cli import format_metadata
+    meta = {"dataset": "mnist", "test_accuracy": 0.99213,
+            "optimizer": {"type": "SGD", "schedule": {"type": "CosineLR"}},
+            "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "lr": 0.1}]}
+    assert format_metadata(meta) == [
+        "  dataset: mnist",
+        "  history:",
+        "    epoch  loss   lr",
+        "        1   0.5     ",
+        "        2  0.25  0.1",
+        "  optimizer:",
+        "    schedule:",
+        "      type: CosineLR",
+        "    type: SGD",
+        "  test_accuracy: 0.9921",
+    ]
+
+
+def test_evaluate_and_predict_pretrained_on_real_digits(tmp_path):
+    from im2colnet import datasets, models
+    try:
+        models.weights_path("lenet5")
+        x, y = datasets.load_mnist(split="test")
+    except (AttributeError, FileNotFoundError) as exc:
+        pytest.skip(f"pretrained LeNet-5 or MNIST not here: {exc}")
+    result = run_cli("evaluate", "lenet5:pretrained", "--limit", "500")
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("accuracy ")[1].split(",")[0])
+    assert accuracy > 0.95 and "500 images" in result.stdout
+    np.save(tmp_path / "digits.npy", x[:5])
+    result = run_cli("predict", "lenet5:pretrained", tmp_path / "digits.npy")
+    assert result.returncode == 0, result.stderr
+    predicted = [int(line.split(": ")[1].split()[0]) for line in result.stdout.splitlines()]
+    assert predicted == list(y[:5])
