@@ -17,12 +17,8 @@ every shape first; any padding, negative (crop) included, stays in bounds
 through the ranges of first_inside/end_inside (window.pxd).
 """
 from cython.parallel cimport prange
-from .window cimport first_inside, end_inside
+from .window cimport end_inside, first_inside, floating
 from libc.string cimport memset
-
-ctypedef fused floating:
-    float
-    double
 
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,

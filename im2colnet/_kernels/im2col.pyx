@@ -23,12 +23,8 @@ validates everything first. Any padding is allowed, negative (crop) included:
 every read and write is inside the ranges computed by first_inside/end_inside (window.pxd).
 """
 from cython.parallel cimport prange
-from .window cimport first_inside, end_inside
+from .window cimport end_inside, first_inside, floating
 from libc.string cimport memset
-
-ctypedef fused floating:
-    float
-    double
 
 
 cdef void _im2col_plane(const floating* x, floating* out, Py_ssize_t row_stride,

@@ -1,10 +1,14 @@
 # cython: language_level=3
-"""Index ranges of a sliding window along one axis, shared by the convolution kernels.
+"""What the convolution kernels share: the float types, and a sliding window's index ranges.
 
 Output position t reads input position t*stride + offset (offset = tap*dilation
 - padding, any sign). Only t in [first_inside, end_inside) read inside the
 image, so loops over that range need no per-pixel bounds test.
 """
+
+ctypedef fused floating:
+    float
+    double
 
 
 cdef inline Py_ssize_t first_inside(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
