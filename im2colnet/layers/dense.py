@@ -14,7 +14,8 @@ class Linear(ParamLayer):
     """Fully connected: y = x W^T + b (Full_F); weight (out_features, in_features), bias (out_features,).
 
     Input (N, in_features), or (N, C, H, W) with C*H*W = in_features (flattened
-    row-major) -> output (N, out_features).
+    row-major) -> output (N, out_features). A sequence (N, T, in_features) is
+    mapped step by step -> (N, T, out_features).
     """
 
     def __init__(self, in_features, out_features, bias=True):
@@ -24,7 +25,13 @@ class Linear(ParamLayer):
         self.bias = bool(bias)
         self._x = None
 
+    def _per_step(self, shape):
+        """A sequence (T, in_features) is mapped step by step (the last axis)."""
+        return len(shape) == 2 and shape[-1] == self.in_features and shape[0] > 1
+
     def output_shape(self, input_shape):
+        if self._per_step(tuple(input_shape)):
+            return (input_shape[0], self.out_features)
         size = int(np.prod(input_shape))
         if size != self.in_features:
             raise ValueError(f"input_shape: Linear({self.in_features}, {self.out_features}) expects "
@@ -39,11 +46,18 @@ class Linear(ParamLayer):
     def forward(self, x, training=False):
         if self.input_shape is None:      # a standalone layer builds on first use
             self.build(np.shape(x)[1:])
+        shape = np.shape(x)
+        if self._per_step(shape[1:]):     # (N, T, F): the steps as N*T rows
+            y = self.forward(np.reshape(x, (-1, shape[-1])), training)
+            return y.reshape(shape[0], shape[1], -1)
         self._x = x if training else None
         return F.linear_forward(x, self.params["weight"], self.params.get("bias"))
 
     def backward(self, dy, need_dx=True):
         x = self._saved(self._x)
+        if np.ndim(dy) == 3:              # the sequence case of forward
+            dx = self.backward(np.reshape(dy, (-1, np.shape(dy)[-1])), need_dx)
+            return None if dx is None else dx.reshape(np.shape(dy)[0], np.shape(dy)[1], -1)
         dw, db = F.linear_backward_weights(dy, x)      # Full_grad: dW = dY^T x, db = sum dY
         self.grads["weight"] = dw
         if self.bias:
