@@ -312,6 +312,8 @@ EXAMPLES = {
     "BatchNorm2d": inet.BatchNorm2d(8, mode="per_activation", eps=1e-3, momentum=0.2),
     "BatchNorm1d": inet.BatchNorm1d(4, momentum=0.3), "Dropout": inet.Dropout(0.2, seed=3),
     "Flatten": inet.Flatten(), "Softmax": inet.Softmax(),
+    "RNN": inet.RNN(3, 5, 2, nonlinearity="relu"), "LSTM": inet.LSTM(4, 6), "GRU": inet.GRU(2, 3, 3),
+    "LastTimeStep": inet.LastTimeStep(),
 }
 
 
