@@ -181,11 +181,13 @@ def plot_curves(history, path):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        # `train` validates on the test split after each epoch: val_* are test-set figures.
+        for key, label in ((metric, "train"), (f"val_{metric}", "test set")):
             values = history.get(key)
             if values:
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(metric)
         ax.legend()
     fig.tight_layout()

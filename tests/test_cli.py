@@ -178,11 +178,20 @@ def trained(idx_data, tmp_path_factory):
     missing = _missing_parts()
     if missing:
         pytest.skip(f"not in this build yet: {', '.join(missing)}")
-    out = tmp_path_factory.mktemp("model") / "lenet5.h5"
+    folder = tmp_path_factory.mktemp("model")
+    out = folder / "lenet5.h5"
+    plot = ["--plot", folder / "curves.png"] if _has("matplotlib") else []
     result = run_cli("train", "lenet5", "--data", idx_data, "--epochs", "1", "--batch-size", "32",
-                     "--optimizer", "adam", "--seed", "3", "--out", out)
+                     "--optimizer", "adam", "--seed", "3", "--out", out, *plot)
     assert result.returncode == 0, result.stderr
+    if plot:
+        assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
     return idx_data, out, result
+
+
+def _has(module):
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 def test_train_reports_and_saves(trained):
