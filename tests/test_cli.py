@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,12 +19,18 @@ import im2colnet
 SUBCOMMANDS = ("train", "evaluate", "predict", "summary", "bench", "demo")
 
 
+# `python -m` puts the working folder first on sys.path: run from an empty folder, so the
+# child imports the installed (compiled) package, never the source tree of a checkout.
+_EMPTY_DIR = tempfile.mkdtemp(prefix="im2colnet-cli-")
+
+
 def run_cli(*args, cwd=None, env=None, timeout=120):
-    """Run `python -m im2colnet args...`; returns the CompletedProcess (text)."""
+    """Run `python -m im2colnet args...` (in cwd, default an empty folder); the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("IM2COLNET_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "im2colnet", *map(str, args)], cwd=cwd,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "im2colnet", *map(str, args)],
+                          cwd=cwd or _EMPTY_DIR, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def assert_one_line_error(result, command, *words):
