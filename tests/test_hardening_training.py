@@ -116,8 +116,10 @@ CHILD_FIT = textwrap.dedent("""
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_stops_at_a_step_boundary_and_the_checkpoint_is_intact(tmp_path):
     ckpt = tmp_path / "ckpt.h5"
+    # cwd: `python -c` puts the working folder first on sys.path; from a checkout's root the
+    # child would import the uncompiled source tree instead of the installed build.
     proc = subprocess.Popen([sys.executable, "-c", CHILD_FIT, str(ckpt)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     assert proc.stdout.readline().strip() == "ready"     # epoch 0 done and checkpointed
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -151,7 +153,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_file(tmp_path):
     rounds = []
     for attempt in range(4):
         proc = subprocess.Popen([sys.executable, "-c", CHILD_SAVE, str(path)],
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, text=True, cwd=tmp_path)
         assert proc.stdout.readline().strip() == "saved"
         time.sleep(rng.uniform(0.05, 0.5))
         proc.kill()
