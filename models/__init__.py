@@ -67,10 +67,10 @@ def lenet5(pretrained=False):
     conv 6->16 5x5 (16x10x10), ReLU, max-pool 2 (16x5x5), flatten (400),
     linear 400->120, ReLU, linear 120->84, ReLU, linear 84->10.
 
-    pretrained: False (fresh weights, unbuilt until build()/fit), True or "mnist"
+    pretrained: False or None (fresh weights, unbuilt until build()/fit), True or "mnist"
     (trained on MNIST), "fashion-mnist" (trained on Fashion-MNIST).
     """
-    if pretrained is not False:
+    if pretrained is not None and pretrained is not False:
         return _load("lenet5", pretrained)
     return Sequential([
         Conv2d(1, 6, 5, padding=2), ReLU(), MaxPool2d(2),
@@ -96,9 +96,9 @@ def vgg_small(pretrained=False):
     (32, 64, 128 channels), each followed by 2x2 max pooling (28 -> 14 -> 7 -> 3), then
     dropout 0.3, linear 1152->256, ReLU, dropout 0.3, linear 256->10.
 
-    pretrained: False (fresh weights) or True / "fashion-mnist" (trained on Fashion-MNIST).
+    pretrained: False or None (fresh weights) or True / "fashion-mnist" (trained on Fashion-MNIST).
     """
-    if pretrained is not False:
+    if pretrained is not None and pretrained is not False:
         return _load("vgg_small", pretrained)
     return Sequential(
         _vgg_block(1, 32) + _vgg_block(32, 64) + _vgg_block(64, 128) + [

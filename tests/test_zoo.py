@@ -72,6 +72,7 @@ def test_fresh_models_predict_and_differ_by_seed(name):
     b = BUILDERS[name]().build(seed=2).predict(x)
     assert a.shape == (3, 10) and a.dtype == np.float32 and np.isfinite(a).all()
     assert not np.allclose(a, b)
+    assert not BUILDERS[name](pretrained=None).built and not BUILDERS[name]().built
 
 
 def test_unknown_weights_and_missing_file(tmp_path, monkeypatch):
