@@ -15,7 +15,6 @@ from im2colnet import datasets, models
 from im2colnet.layers import BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d
 
 SHIPPED = sorted(models.PRETRAINED)          # (builder, dataset) pairs
-SHIPPED = [p for p in SHIPPED if os.path.isfile(os.path.join(models._HERE, models.PRETRAINED[p]))]
 BUILDERS = {"lenet5": models.lenet5, "vgg_small": models.vgg_small}
 LOADERS = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist}
 # Upper bounds on the file sizes: float32 weights plus HDF5 and JSON overhead.
@@ -73,6 +72,11 @@ def test_fresh_models_predict_and_differ_by_seed(name):
     assert a.shape == (3, 10) and a.dtype == np.float32 and np.isfinite(a).all()
     assert not np.allclose(a, b)
     assert not BUILDERS[name](pretrained=None).built and not BUILDERS[name]().built
+
+
+def test_every_registered_weight_file_is_shipped():
+    for key, name in models.PRETRAINED.items():
+        assert os.path.isfile(models.weights_path(*key)), name
 
 
 def test_unknown_weights_and_missing_file(tmp_path, monkeypatch):
