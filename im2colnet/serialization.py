@@ -89,6 +89,10 @@ def save_model(model, path, metadata=None, optimizer=None):
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
+        # mkstemp makes the file private (0600); a saved model gets the usual 0666 & ~umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION

@@ -107,6 +107,15 @@ def test_damaged_files_raise_model_format_error(saved, kind):
     assert any(word in message for word in words.split("|")), message
 
 
+def test_saved_file_has_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = small_model().save(tmp_path / "perm.h5")
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         load_model(tmp_path / "nope.h5")
