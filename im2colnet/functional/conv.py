@@ -26,6 +26,10 @@ alone.
 
 1x1 kernels with stride 1 and no padding skip im2col: phi(x)^T is x itself.
 
+conv2d_backward_weights builds the columns again instead of keeping them from
+the forward pass: one more im2col per step, against holding a column matrix
+per layer (C*kh*kw times the layer's output) from forward to backward.
+
 ``method="direct"`` runs the loops of ``im2colnet._kernels.conv_direct``
 instead: the same results (to rounding), no im2col, no BLAS.
 """
