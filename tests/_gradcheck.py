@@ -29,3 +29,20 @@ def check_elementwise(loss, point, grad, h=1e-6, tol=1e-6):
         numeric = (loss((flat + e).reshape(point.shape)) - loss((flat - e).reshape(point.shape))) / (2 * h)
         g = grad.reshape(-1)[k]
         assert abs(numeric - g) <= tol * max(abs(numeric), abs(g), 1.0), (k, numeric, g)
+
+
+def check_param_gradients(loss, params, grads, rng, **kwargs):
+    """check_directional for every parameter array, perturbed in place (and restored).
+
+    loss: () -> float, reading the parameters; params: dict name -> array (the
+    live arrays); grads: dict name -> the analytic gradient of loss.
+    """
+    for name, p in params.items():
+        def at(pv, p=p):
+            saved = p.copy()
+            p[...] = pv
+            try:
+                return loss()
+            finally:
+                p[...] = saved
+        check_directional(at, p.copy(), grads[name], rng, **kwargs)

@@ -8,7 +8,7 @@ import pytest
 
 import im2colnet as inet
 from im2colnet.layers import LAYERS
-from _gradcheck import check_directional
+from _gradcheck import check_directional, check_param_gradients
 
 
 def away_from_zero(rng, shape, low=0.1):
@@ -40,15 +40,7 @@ def check_layer_gradients(layer, x, seed=0, prepare=lambda layer: None, training
         return float(np.sum(r * layer.forward(xv, training=training)))
 
     check_directional(loss_x, x, dx, rng)
-    for name, p in layer.params.items():
-        def loss_p(pv, p=p):
-            saved = p.copy()
-            p[...] = pv
-            try:
-                return loss_x(x)
-            finally:
-                p[...] = saved
-        check_directional(loss_p, p.copy(), grads[name], rng)
+    check_param_gradients(lambda: loss_x(x), layer.params, grads, rng)
 
 
 # -- independent references ---------------------------------------------------------------

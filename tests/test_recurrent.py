@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import im2colnet as inet
-from _gradcheck import check_directional
+from _gradcheck import check_directional, check_param_gradients
 
 KINDS = {
     "rnn_tanh": lambda f, h, L: inet.RNN(f, h, L),
@@ -45,14 +45,7 @@ def test_bptt_gradients_by_finite_differences(kind):
     grads = {k: v.copy() for k, v in layer.grads.items()}
     d_init = layer.initial_state_grad
     check_directional(lambda v: loss(x_=v), x, dx, rng)
-    for name, value in layer.params.items():
-        original = value.copy()
-
-        def loss_param(v, name=name):
-            layer.params[name][...] = v
-            return loss()
-        check_directional(loss_param, original, grads[name], rng)
-        layer.params[name][...] = original
+    check_param_gradients(loss, layer.params, grads, rng)
     states = (h0,) if layer.STATES == 1 else h0
     for k, state in enumerate(states):
         def loss_state(v, k=k):

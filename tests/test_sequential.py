@@ -10,7 +10,7 @@ import im2colnet.functional as F
 from im2colnet.losses import CrossEntropyLoss
 from im2colnet.optim import SGD
 from im2colnet import serialization
-from _gradcheck import check_directional
+from _gradcheck import check_directional, check_param_gradients
 
 
 def cross_entropy():
@@ -115,15 +115,7 @@ def check_model_gradients(model, x, y, seed=0):
     dx = model.backward(loss(scores_at(x), y)[1])
     grads = {k: v.copy() for k, v in model.gradients().items()}
     check_directional(objective, x, dx, rng)
-    for name, p in model.parameters().items():
-        def at(pv, p=p):
-            saved = p.copy()
-            p[...] = pv
-            try:
-                return objective(x)
-            finally:
-                p[...] = saved
-        check_directional(at, p.copy(), grads[name], rng)
+    check_param_gradients(lambda: objective(x), model.parameters(), grads, rng)
 
 
 def test_gradcheck_through_a_dense_model_and_its_loss():
