@@ -49,6 +49,13 @@ __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
 # larger than this is still processed, alone).
 WORKSPACE_BYTES = 8 * 2 ** 20
 
+# The forward product Y^T = C^T phi^T is taken in pieces of at most this many
+# columns (output pixels). OpenBLAS multiplies a matrix of few rows (LeNet-5's
+# 6 kernels of 25 taps) by a long one 2-3x faster in pieces of <= 4096 columns
+# than whole (conv1 at batch 64, 50,176 columns: 0.25 ms against 0.66 ms; the
+# VGG shapes: 5.8 ms both ways). LeNet-5 training +5% in an A/B run.
+GEMM_COLUMNS = 4096
+
 METHODS = ("im2col", "direct")
 
 
@@ -245,10 +252,12 @@ def _forward_im2col(x, wmat, y3, g):
         np.matmul(wmat, x.reshape(N, -1, P), out=y3)
     else:
         for n0, nb, i0, i1, cols_t in _column_blocks(x, g):
-            # Y^T = C^T phi^T for the whole block in one product, then (K, nb, L) -> y.
+            # Y^T = C^T phi^T for the whole block (in pieces of columns), then (K, nb, L) -> y.
             L = (i1 - i0) * g.out_w
             y_t = _scratch("y", (K, nb, L), x.dtype)
-            np.matmul(wmat, cols_t, out=y_t.reshape(K, nb * L))
+            y_flat = y_t.reshape(K, nb * L)
+            for c0 in range(0, nb * L, GEMM_COLUMNS):
+                np.matmul(wmat, cols_t[:, c0:c0 + GEMM_COLUMNS], out=y_flat[:, c0:c0 + GEMM_COLUMNS])
             np.copyto(y3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w], y_t.transpose(1, 0, 2))
 
 
