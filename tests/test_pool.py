@@ -154,6 +154,30 @@ def test_2x2_fast_path_equals_general_kernel(dtype):
         np.testing.assert_array_equal(outs[0][1], outs[1][1])
 
 
+def test_serial_and_parallel_max_pooling_agree():
+    """Above the work threshold (parallel.pxd) the kernels run on threads: the same numbers,
+    and the scatter counts the out-of-range indices it skipped."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 16, 64, 66))  # 2 * 540,672 elements of work: threads
+    outs = []
+    for parallel in (True, False):
+        for kernel, stride in ((2, 2), (3, 2)):
+            g = F.pool._geometry(x.shape[2:], kernel, stride, 0)
+            y = np.empty(x.shape[:2] + (g.out_h, g.out_w))
+            path = np.empty(y.shape, np.int64)
+            pool_kernels.maxpool_forward(x, y, path, kernel, kernel, stride, stride, 0, 0, True, parallel)
+            path_planes = path.reshape(128, -1).copy()
+            path_planes[7, 3] = -1
+            path_planes[100, 0] = 64 * 66
+            dx = np.empty((128, 64 * 66))
+            bad = pool_kernels.maxpool_backward(y.reshape(128, -1), path_planes, dx, parallel)
+            outs.append((y, path, dx, bad))
+    for a, b in zip(outs[:2], outs[2:]):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    assert outs[0][3] == 2
+
+
 @pytest.mark.parametrize("shape, k, s, p", CASES[:9])
 def test_maxpool_gradient_check(shape, k, s, p):
     rng = np.random.default_rng(3)

@@ -4,11 +4,12 @@
 Every function works on whole (N, C, H, W) arrays and runs one (sample, channel)
 plane per iteration of a ``prange`` loop: a plane's outputs and its input
 gradient belong to one thread, so no two threads ever write one element.
+Max pooling uses threads only for enough work (parallel.pxd).
 ``parallel=False`` runs the same loops on one thread (for measurements).
 
-These functions trust their arguments: window geometry that keeps every window
-inside the padded input, output arrays of the right shapes, and (for the max
-backward) winner indices that :func:`max_path_in_range` has checked. Call them
+These functions trust their arguments (window geometry that keeps every window
+inside the padded input, output arrays of the right shapes), except the winner
+indices of the max backward, which it checks as it uses them. Call them
 through :mod:`im2colnet.functional.pool`, which validates all of that first.
 
 Window (i, j) of a plane covers input rows ``i*sh - pt ... i*sh - pt + kh - 1``
@@ -17,6 +18,7 @@ padding (-inf for max, 0 for average) and are never read.
 """
 cimport cython
 from cython.parallel cimport prange
+from .parallel cimport PARALLEL_MIN_WORK
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -159,8 +161,10 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                       and W < (1 << 24))
     if planes == 0 or Ho == 0 or Wo == 0:
         return
+    # a window's comparisons count double (parallel.pxd)
     for plane in prange(planes, nogil=True, schedule="static",
-                        use_threads_if=parallel and planes > 1):
+                        use_threads_if=parallel and planes > 1
+                        and 2 * planes * H * W >= PARALLEL_MIN_WORK):
         n = plane // C
         c = plane % C
         if fast:
@@ -172,37 +176,38 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
 
 # --------------------------------------------------------------- max, backward
 
-def max_path_in_range(const int64_t[::1] path, Py_ssize_t size, bint parallel=True):
-    """True when every winner index lies in [0, size): checked before any scatter."""
-    cdef Py_ssize_t k, n = path.shape[0], bad = 0
-    for k in prange(n, nogil=True, schedule="static", use_threads_if=parallel and n > 65536):
-        bad += (path[k] < 0) | (path[k] >= size)
-    return bad == 0
-
-
 def maxpool_backward(const floating[:, ::1] dy, const int64_t[:, ::1] path,
                      floating[:, ::1] dx, bint parallel=True):
     """dx[plane, path[plane, o]] += dy[plane, o]: the scatter of dy to the winners.
 
     dy, path: (planes, Ho*Wo) with planes = N*C; dx: (planes, H*W), overwritten.
-    Overlapping windows that share a winner add up. Every index in path must
-    lie in [0, H*W) (checked beforehand with max_path_in_range).
+    Overlapping windows that share a winner add up. An index outside [0, H*W)
+    is skipped, never written, and counted: the count is returned, and the
+    caller rejects the call unless it is 0 (checking here, as each index is
+    used, saves a separate pass over the path tensor).
     """
     cdef Py_ssize_t planes = dy.shape[0], outs = dy.shape[1], size = dx.shape[1]
-    cdef Py_ssize_t plane, o
+    cdef Py_ssize_t plane, o, bad = 0
+    cdef int64_t at
     cdef floating* dx_plane
     cdef const floating* dy_plane
     cdef const int64_t* path_plane
     if planes == 0 or outs == 0 or size == 0:
-        return
+        return 0
     for plane in prange(planes, nogil=True, schedule="static",
-                        use_threads_if=parallel and planes > 1):
+                        use_threads_if=parallel and planes > 1
+                        and planes * size >= PARALLEL_MIN_WORK):
         dx_plane = &dx[plane, 0]
         dy_plane = &dy[plane, 0]
         path_plane = &path[plane, 0]
         memset(dx_plane, 0, size * sizeof(floating))
         for o in range(outs):
-            dx_plane[path_plane[o]] += dy_plane[o]
+            at = path_plane[o]
+            if at < 0 or at >= size:
+                bad += 1
+            else:
+                dx_plane[at] += dy_plane[o]
+    return bad
 
 
 # ------------------------------------------------------------ average pooling

@@ -2,13 +2,15 @@
 """ReLU kernels over flat C-contiguous memory.
 
 The arrays are cut into blocks of BLOCK elements; blocks run in a ``prange``
-loop (each block is written by one thread); an array of a single block runs
-serially, so small activations pay no thread start-up, and ``parallel=False``
+loop (each block is written by one thread); an array of fewer than
+PARALLEL_MIN_WORK elements runs serially, so small activations pay no thread
+start-up (parallel.pxd), and ``parallel=False``
 runs everything serially (the benchmark measures what the threads bring). The wrappers in
 :mod:`im2colnet.functional.activation` make the inputs contiguous and the
 outputs the right size first.
 """
 from cython.parallel cimport prange
+from .parallel cimport PARALLEL_MIN_WORK
 
 ctypedef fused floating:
     float
@@ -43,7 +45,7 @@ def relu_forward(const floating[::1] x, floating[::1] y, bint parallel=True):
     cdef Py_ssize_t n = x.shape[0], blocks = (n + BLOCK - 1) // BLOCK, b, start
     if n == 0:
         return
-    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and blocks > 1):
+    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and n >= PARALLEL_MIN_WORK):
         start = b * BLOCK
         _relu_block(&x[start], &y[start], BLOCK if start + BLOCK <= n else n - start)
 
@@ -53,7 +55,7 @@ def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] d
     cdef Py_ssize_t n = x.shape[0], blocks = (n + BLOCK - 1) // BLOCK, b, start
     if n == 0:
         return
-    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and blocks > 1):
+    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and n >= PARALLEL_MIN_WORK):
         start = b * BLOCK
         _relu_backward_block(&dy[start], &x[start], &dx[start],
                              BLOCK if start + BLOCK <= n else n - start)

@@ -85,12 +85,11 @@ def maxpool2d_backward(dy, path, x_shape):
         return dx
     dy_planes = np.ascontiguousarray(dy).reshape(planes, -1)
     path_planes = np.ascontiguousarray(path, dtype=np.int64).reshape(planes, -1)
-    # The scatter kernel writes dx[path]: every index must lie in the plane first.
-    if not _pool.max_path_in_range(path_planes.reshape(-1), size):
+    # The scatter kernel writes only indices inside the plane and counts the others.
+    if _pool.maxpool_backward(dy_planes, path_planes, dx.reshape(planes, size)):
         raise ValueError(
             f"path: indices must lie in [0, H*W) = [0, {size}) for x_shape {shape}, "
             f"got range [{path_planes.min()}, {path_planes.max()}]")
-    _pool.maxpool_backward(dy_planes, path_planes, dx.reshape(planes, size))
     return dx
 
 
