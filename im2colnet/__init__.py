@@ -10,6 +10,12 @@ import os as _os
 # back. It must be set before the OpenMP runtime starts; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Freed activations stay in the heap, so the next step does not fault in fresh
+# pages (see _malloc.py; IM2COLNET_MALLOC_TUNING=0 turns this off).
+from ._malloc import tune_malloc as _tune_malloc
+
+_tune_malloc()
+
 from ._check_build import import_kernels as _import_kernels
 
 _import_kernels()
