@@ -30,6 +30,10 @@ CASES = [
     ((2, 3, 5, 4), (4, 3, 1, 1), 1, 0, 1, None),             # 1x1: no im2col
     ((2, 3, 5, 4), (4, 3, 1, 1), 2, 1, 1, None),             # 1x1 with stride and padding
     ((4, 8, 6, 5), (3, 8, 3, 2), (1, 3), ((1, 1), (0, 2)), 1, None),  # N = 4, C = 8, stride 3
+    # stride 1 and Wo == W (im2col copies whole runs, see _im2col_plane_runs) with padding
+    # wider than the image on one side and cropping on the other
+    ((1, 2, 4, 3), (2, 2, 3, 3), 1, ((0, 2), (4, -2)), 1, None),
+    ((2, 1, 5, 5), (1, 1, 3, 3), 1, 0, 1, (7, -6)),          # exclave far outside: all padding
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

@@ -24,7 +24,63 @@ every read and write is inside the ranges computed by first_inside/end_inside (w
 """
 from cython.parallel cimport prange
 from .window cimport end_inside, first_inside, floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
+
+
+cdef void _im2col_plane_runs(const floating* x, floating* out, Py_ssize_t row_stride,
+                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t i0, Py_ssize_t i1,
+                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                             Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
+    """_im2col_plane for stride 1 and an output as wide as the input (Wo == W, e.g. 3x3
+    with padding 1): output pixel (i, j) of tap (p, q) reads x[i + r_off, j + c_off],
+    so the tap's rows are one contiguous run of x shifted by r_off*W + c_off, copied
+    with one memcpy. The run also carries the |c_off| cells per row that wrap around
+    from the neighbouring input row; they lie where the output reads padding and are
+    overwritten with 0 afterwards. The run is clipped to the plane first, so nothing
+    outside x is read (the clipped cells are such padding cells too).
+    """
+    cdef Py_ssize_t p, q, i, j, r_off, c_off, i_lo, i_hi, j_lo, j_hi, src, dst, count
+    cdef floating* tap
+    cdef floating* row
+    for p in range(kh):
+        r_off = p * dh - pt
+        i_lo = first_inside(r_off, 1)
+        i_hi = end_inside(r_off, 1, H, i1)
+        if i_lo < i0:
+            i_lo = i0
+        if i_lo > i1:
+            i_lo = i1
+        if i_hi < i_lo:
+            i_hi = i_lo
+        for q in range(kw):
+            c_off = q * dw - pl
+            j_lo = first_inside(c_off, 1)
+            j_hi = end_inside(c_off, 1, W, W)
+            if j_lo > j_hi:
+                j_lo = j_hi
+            tap = out + (p * kw + q) * row_stride
+            # rows whose input row is padding
+            memset(tap, 0, (i_lo - i0) * W * sizeof(floating))
+            memset(tap + (i_hi - i0) * W, 0, (i1 - i_hi) * W * sizeof(floating))
+            if i_hi == i_lo:
+                continue
+            dst = (i_lo - i0) * W
+            src = (i_lo + r_off) * W + c_off
+            count = (i_hi - i_lo) * W
+            if src < 0:                  # starts before the plane: padding cells of row i_lo
+                dst = dst - src
+                count = count + src
+                src = 0
+            if src + count > H * W:      # ends after it: padding cells of row i_hi - 1
+                count = H * W - src
+            if count > 0:
+                memcpy(tap + dst, x + src, count * sizeof(floating))
+            for i in range(i_lo, i_hi):  # the padding columns, wrapped or clipped
+                row = tap + (i - i0) * W
+                for j in range(j_lo):
+                    row[j] = 0
+                for j in range(j_hi, W):
+                    row[j] = 0
 
 
 cdef void _im2col_plane(const floating* x, floating* out, Py_ssize_t row_stride,
@@ -38,6 +94,9 @@ cdef void _im2col_plane(const floating* x, floating* out, Py_ssize_t row_stride,
     """
     cdef Py_ssize_t p, q, i, j, r_off, c_off, i_lo, i_hi, j_lo, j_hi, src
     cdef floating* row
+    if sh == 1 and sw == 1 and Wo == W:
+        _im2col_plane_runs(x, out, row_stride, H, W, i0, i1, kh, kw, dh, dw, pt, pl)
+        return
     for p in range(kh):
         r_off = p * dh - pt
         i_lo = first_inside(r_off, sh)
