@@ -16,6 +16,13 @@ from ._malloc import tune_malloc as _tune_malloc
 
 _tune_malloc()
 
+# OpenBLAS's idle threads sleep right after a product instead of spinning for
+# ~0.1 s against our kernels (see _blas.py; OPENBLAS_THREAD_TIMEOUT=28 keeps
+# OpenBLAS's default).
+from ._blas import quiet_idle_threads as _quiet_idle_threads
+
+_quiet_idle_threads()
+
 from ._check_build import import_kernels as _import_kernels
 
 _import_kernels()
