@@ -41,7 +41,8 @@ def param_shape(x_shape, mode):
     return x_shape[1:2] if mode == "spatial" else x_shape[1:]
 
 
-CASES = [((4, 3, 5, 6), "spatial"), ((1, 2, 3, 3), "spatial"), ((5, 2, 3, 4), "per_activation"),
+CASES = [((4, 3, 5, 6), "spatial"), ((1, 2, 3, 3), "spatial"), ((3, 5, 7, 9), "spatial"),
+         ((2, 3, 1, 1), "spatial"), ((5, 2, 3, 4), "per_activation"),
          ((2, 3, 2, 2), "per_activation"), ((6, 7), "spatial"), ((3, 4), "per_activation")]
 
 
@@ -188,3 +189,40 @@ def test_against_torch(mode):
     np.testing.assert_allclose(dx.reshape(xt.shape), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(dgamma.ravel(), gt.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(dbeta.ravel(), bt.grad.numpy(), rtol=1e-10)
+
+
+def test_spatial_kernel_threads_agree_with_one_thread_and_numpy():
+    """Above the work threshold the spatial kernel runs its channels on threads: the same
+    numbers as one thread, and NumPy's expressions of the formulas agree."""
+    from im2colnet._kernels import batchnorm as bn_kernels
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 8, 90, 91)) * 3 + 5          # 1,048,320 values: threads
+    dy = rng.standard_normal(x.shape)
+    gamma, beta = rng.standard_normal(8), rng.standard_normal(8)
+    x3, dy3 = x.reshape(16, 8, -1), dy.reshape(16, 8, -1)
+    outs = []
+    for parallel in (True, False):
+        mean, var = np.empty(8), np.empty(8)
+        xhat, y, inv_std = np.empty_like(x3), np.empty_like(x3), np.empty(8)
+        bn_kernels.forward(x3, gamma, beta, mean, var, EPS, True, xhat, y, inv_std, parallel)
+        dx, dgamma, dbeta = np.empty_like(x3), np.empty(8), np.empty(8)
+        bn_kernels.backward(dy3, xhat, gamma, inv_std, True, dx, dgamma, dbeta, parallel)
+        outs.append((mean, var, y, dx, dgamma, dbeta))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    mean, var, y, dx, dgamma, dbeta = outs[0]
+    m = x.mean(axis=(0, 2, 3), keepdims=True)
+    v = x.var(axis=(0, 2, 3), keepdims=True)
+    xhat_ref = (x - m) / np.sqrt(v + EPS)
+    np.testing.assert_allclose(mean, m.ravel(), rtol=1e-12)
+    np.testing.assert_allclose(var, v.ravel(), rtol=1e-12)
+    np.testing.assert_allclose(y.reshape(x.shape), gamma[:, None, None] * xhat_ref + beta[:, None, None],
+                               rtol=1e-10, atol=1e-10)
+    M = x.size // 8
+    db_ref = dy.sum(axis=(0, 2, 3))
+    dg_ref = (dy * xhat_ref).sum(axis=(0, 2, 3))
+    dx_ref = (gamma / np.sqrt(v.ravel() + EPS) / M)[:, None, None] * (
+        M * dy - db_ref[:, None, None] - xhat_ref * dg_ref[:, None, None])
+    np.testing.assert_allclose(dbeta, db_ref, rtol=1e-10)
+    np.testing.assert_allclose(dgamma, dg_ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(dx.reshape(x.shape), dx_ref, rtol=1e-8, atol=1e-10)
