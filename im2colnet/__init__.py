@@ -3,6 +3,11 @@ __version__ = "0.1.0"
 
 import os as _os
 
+# What the process environment held before this import set anything in it
+# (see below), so that a peer library's child process can start without our
+# settings (the benchmarks run PyTorch so: _untuned_environment()).
+_ENV_BEFORE = {name: _os.environ.get(name) for name in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+
 # Our prange loops and NumPy's BLAS threads take turns on the same cores. With
 # OpenMP's default "active" waiting, idle OpenMP threads keep spinning after a
 # kernel and slow the next matrix product down (measured: 8.0 ms instead of
@@ -38,3 +43,16 @@ def build_info():
     """How the compiled kernels were built: {'openmp': bool, 'boundscheck': bool}."""
     from . import _build_config
     return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK}
+
+
+def _untuned_environment():
+    """A copy of os.environ without the variables this package's import set (OpenMP's
+    wait policy, OpenBLAS's thread timeout): the environment a peer library's child
+    process (PyTorch in the benchmarks) should get, so it runs with its own defaults."""
+    env = dict(_os.environ)
+    for name, value in _ENV_BEFORE.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env

@@ -46,6 +46,7 @@ from ._blas import blas_info
 from ._checks import conv_geometry
 from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
 from .functional.conv import workspace_bytes
+from . import _untuned_environment
 
 __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_shape",
            "run_layers", "run_models", "format_layer_table", "format_model_table",
@@ -97,6 +98,7 @@ SHAPES = {s.name: s for s in (
     ConvShape("vgg-28", 64, 32, 28, 28, 32, 3, 3, padding=1),
     ConvShape("vgg-14", 64, 64, 14, 14, 64, 3, 3, padding=1),
     ConvShape("vgg-7", 64, 128, 7, 7, 128, 3, 3, padding=1),
+    ConvShape("c64-16", 64, 64, 16, 16, 64, 3, 3, padding=1),   # the engine's target shape
     ConvShape("wide", 32, 128, 16, 16, 128, 3, 3, padding=1),
     ConvShape("strided", 64, 32, 28, 28, 64, 3, 3, stride=2, padding=1),
     ConvShape("dilated", 64, 32, 28, 28, 32, 3, 3, padding=2, dilation=2),
@@ -201,7 +203,8 @@ def run_torch_peer(request, timeout=1800):
     request = dict(request, threads=blas_threads())  # the same number of cores as ours
     try:
         child = subprocess.run([sys.executable, script], input=json.dumps(request),
-                               capture_output=True, text=True, timeout=timeout)
+                               capture_output=True, text=True, timeout=timeout,
+                               env=_untuned_environment())
     except (OSError, subprocess.SubprocessError) as exc:
         raise _Unavailable(f"the PyTorch process did not run ({exc})") from None
     if child.returncode != 0:
