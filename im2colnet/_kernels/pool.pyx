@@ -19,12 +19,9 @@ padding (-inf for max, 0 for average) and are never read.
 cimport cython
 from cython.parallel cimport prange
 from .parallel cimport PARALLEL_MIN_WORK
+from .window cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memset
-
-ctypedef fused floating:
-    float
-    double
 
 
 cdef inline Py_ssize_t _imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -11,10 +11,7 @@ outputs the right size first.
 """
 from cython.parallel cimport prange
 from .parallel cimport PARALLEL_MIN_WORK
-
-ctypedef fused floating:
-    float
-    double
+from .window cimport floating
 
 # Elements per parallel block (256 KiB of float32): big enough to hide the
 # cost of handing a block to a thread, small enough to split typical activations.

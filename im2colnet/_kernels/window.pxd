@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""What the convolution kernels share: the float types, and a sliding window's index ranges.
+"""What the kernels share: the float types (every kernel), and a sliding window's index
+ranges (the convolution kernels).
 
 Output position t reads input position t*stride + offset (offset = tap*dilation
 - padding, any sign). Only t in [first_inside, end_inside) read inside the
