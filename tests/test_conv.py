@@ -222,13 +222,18 @@ def test_read_only_and_fortran_inputs_give_the_contiguous_result():
                                                     padding=(1, 2))[0])
 
 
-def test_blocks_of_samples_give_the_same_result(monkeypatch):
-    """A workspace smaller than one batch's (or one sample's) columns runs in blocks: same numbers."""
+@pytest.mark.parametrize("small_products", [1e30, 0.0])
+def test_blocks_of_samples_give_the_same_result(monkeypatch, small_products):
+    """A workspace smaller than one batch's (or one sample's) columns runs in blocks: same numbers,
+    with the forward's per-sample products (small layers) and its block products (large ones)."""
+    monkeypatch.setattr(conv_module, "SMALL_GEMM_FLOPS", small_products)
     x, w, b = make(((7, 3, 9, 9), (4, 3, 3, 3), 1, 1, 1, None))
-    whole = F.conv2d_forward(x, w, b, padding=1)
+    # the direct loops as the reference: independent of blocks and products
+    whole = F.conv2d_forward(x, w, b, padding=1, method="direct")
     dy = np.random.default_rng(6).standard_normal(whole.shape)
-    dx_whole = F.conv2d_backward_data(dy, w, x.shape, padding=1)
-    dw_whole, _ = F.conv2d_backward_weights(dy, x, w.shape, padding=1)
+    dx_whole = F.conv2d_backward_data(dy, w, x.shape, padding=1, method="direct")
+    dw_whole, _ = F.conv2d_backward_weights(dy, x, w.shape, padding=1, method="direct")
+    assert np.allclose(F.conv2d_forward(x, w, b, padding=1), whole, atol=1e-12)
     one_row = 27 * 9 * 8
     # blocks of 2, 2, 2, 1 samples; then 3 rows (3, 3, 3) and 4 rows (4, 4, 1) of one sample
     for limit in (2 * 9 * one_row + 8, 3 * one_row, 4 * one_row + 7):
