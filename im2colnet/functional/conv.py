@@ -308,12 +308,13 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
         _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dx
     wmat_t = w.reshape(K, -1).T
-    with gemm_threads(2.0 * N * P * wmat_t.size):
-        _backward_data_im2col(dy.reshape(N, K, P), wmat_t, dx, g)
+    flops = 2.0 * N * P * wmat_t.size
+    with gemm_threads(flops):
+        _backward_data_im2col(dy.reshape(N, K, P), wmat_t, dx, g, per_sample=flops < SMALL_GEMM_FLOPS)
     return dx
 
 
-def _backward_data_im2col(dy3, wmat_t, dx, g):
+def _backward_data_im2col(dy3, wmat_t, dx, g, per_sample=False):
     """dx = col2im(dY C^T), block by block; dy3 is (N, K, Ho*Wo)."""
     N, K, P = dy3.shape
     if _is_pointwise(g):
@@ -321,10 +322,16 @@ def _backward_data_im2col(dy3, wmat_t, dx, g):
         return
     taps = wmat_t.shape[0]
     for n0, nb, i0, i1 in _blocks(N, taps, g, dy3.itemsize):
-        dcols_t = _scratch("cols", (taps, nb * (i1 - i0) * g.out_w), dy3.dtype)
-        # dphi^T = C dY^T for the whole block in one product (not one per sample: the
-        # products of 7x7 images have only 49 columns each), in the layout col2im reads.
-        _matmul_by_columns(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), dcols_t)
+        L = (i1 - i0) * g.out_w
+        dcols_t = _scratch("cols", (taps, nb * L), dy3.dtype)
+        # dphi^T = C dY^T, in the layout col2im reads: one product per sample for small
+        # layers (as the forward), else one for the whole block (the products of 7x7
+        # images have only 49 columns each).
+        if per_sample:
+            np.matmul(wmat_t, dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w],
+                      out=dcols_t.reshape(taps, nb, L).transpose(1, 0, 2))
+        else:
+            _matmul_by_columns(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), dcols_t)
         _im2col.col2im_t(dcols_t, dx, n0, *_window(g), i0, i1, g.out_w)
 
 
