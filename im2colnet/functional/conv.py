@@ -9,10 +9,14 @@ of shape (C*kh*kw, K):
     Conv_grad: dC = phi(x)^T dY,                 db = sum of dY
     Conv_BF:   dx = M^T vec(dY C^T) = col2im(dY C^T)
 
-Each pass is one im2col (or col2im) kernel plus one BLAS product. The kernels
+Each pass is one im2col (or col2im) kernel plus BLAS products. The kernels
 build phi(x)^T (Caffe's layout, see ``im2colnet._kernels.im2col``), so the
-products are computed transposed: Y^T = C^T phi^T lands directly in the NCHW
-output, and dphi^T = C dY^T lands in the layout col2im reads.
+products are computed transposed: Y^T = C^T phi^T is a sample's (K, Ho*Wo)
+slice of the NCHW output, and dphi^T = C dY^T is in the layout col2im reads.
+Small layers (products under SMALL_GEMM_FLOPS) take one product per sample,
+reading and writing the NCHW arrays in place; large ones take one product
+per block of samples, with a copy between the block's (K, nb, Ho*Wo) layout
+and NCHW, because OpenBLAS is more efficient on the larger product.
 
 The column matrix of a whole batch can be large (64 samples of a 64-channel
 3x3 layer at 16x16: 36 MiB in float32), so samples are processed in blocks
@@ -48,16 +52,6 @@ __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
 # Upper bound on the im2col block (see the module docstring; a single sample
 # larger than this is still processed, alone).
 WORKSPACE_BYTES = 8 * 2 ** 20
-
-# The products C^T phi^T (forward), C dY^T (backward-data) and phi^T dY (the
-# weight gradient, summed over pieces of its inner dimension) are taken in
-# pieces of at most this many output pixels. OpenBLAS multiplies matrices of
-# few rows (LeNet-5's 6 kernels of 25 taps) 2-3x faster in pieces of <= 4096
-# columns than whole (conv1 at batch 64, 50,176 pixels: forward 0.25 ms
-# against 0.66 ms, weight gradient 0.25 against 0.54; the VGG shapes: the
-# same time both ways). LeNet-5 training: +5% (forward) and +6% (weight
-# gradient) in A/B runs.
-GEMM_COLUMNS = 4096
 
 METHODS = ("im2col", "direct")
 
@@ -192,12 +186,6 @@ def _dy_block_t(dy3, n0, nb, i0, i1, g):
     return dy_t.reshape(K, nb * L)
 
 
-def _matmul_by_columns(a, b, out):
-    """out = a @ b, in pieces of at most GEMM_COLUMNS columns (see GEMM_COLUMNS)."""
-    for c0 in range(0, b.shape[1], GEMM_COLUMNS):
-        np.matmul(a, b[:, c0:c0 + GEMM_COLUMNS], out=out[:, c0:c0 + GEMM_COLUMNS])
-
-
 # ------------------------------------------------------------ im2col, col2im
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
@@ -283,9 +271,9 @@ def _forward_im2col(x, wmat, y3, g, per_sample=False):
                 # Y^T = C^T phi^T of each sample, straight into y
                 np.matmul(wmat, cols_t.reshape(-1, nb, L).transpose(1, 0, 2), out=y_block)
             else:
-                # Y^T = C^T phi^T for the whole block (in pieces of columns), then (K, nb, L) -> y
+                # Y^T = C^T phi^T for the whole block in one product, then (K, nb, L) -> y
                 y_t = _scratch("y", (K, nb, L), x.dtype)
-                _matmul_by_columns(wmat, cols_t, y_t.reshape(K, nb * L))
+                np.matmul(wmat, cols_t, out=y_t.reshape(K, nb * L))
                 np.copyto(y_block, y_t.transpose(1, 0, 2))
 
 
@@ -331,7 +319,7 @@ def _backward_data_im2col(dy3, wmat_t, dx, g, per_sample=False):
             np.matmul(wmat_t, dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w],
                       out=dcols_t.reshape(taps, nb, L).transpose(1, 0, 2))
         else:
-            _matmul_by_columns(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), dcols_t)
+            np.matmul(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), out=dcols_t)
         _im2col.col2im_t(dcols_t, dx, n0, *_window(g), i0, i1, g.out_w)
 
 
@@ -367,8 +355,8 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
     """dC (C*kh*kw, K) = phi(x)^T dY, summed over the blocks; dy3 is (N, K, Ho*Wo).
 
     The product is taken in this orientation, phi^T (taps, pixels) times dY
-    (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it 1.3-1.7x faster so
-    (LeNet-5 conv2 0.43 ms against 0.75; VGG 64->64 at 14x14 6.0 against 7.3).
+    (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it 1.2-1.5x faster so
+    (VGG 64->64 at 14x14: 6.0 ms against 7.3; 32->32 at 28x28: 7.6 against 11.0).
     per_sample (small layers, as in the forward): one product per sample, read
     straight from dy, then their sum (LeNet-5 training +2-4% in A/B runs).
     """
@@ -389,12 +377,10 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
             else:
                 dC += parts.sum(axis=0)
             continue
-        # dC += phi^T dY over the block's pixels, in pieces of GEMM_COLUMNS pixels.
+        # dC += phi^T dY over the block's pixels, in one product.
         dy_t = _dy_block_t(dy3, n0, nb, i0, i1, g)
-        for c0 in range(0, dy_t.shape[1], GEMM_COLUMNS):
-            piece = slice(c0, c0 + GEMM_COLUMNS)
-            if first:
-                np.matmul(cols_t[:, piece], dy_t[:, piece].T, out=dC)
-                first = False
-            else:
-                dC += cols_t[:, piece] @ dy_t[:, piece].T
+        if first:
+            np.matmul(cols_t, dy_t.T, out=dC)
+            first = False
+        else:
+            dC += cols_t @ dy_t.T
