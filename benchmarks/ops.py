@@ -2,23 +2,36 @@
 
 Prints one table: median and minimum time per call over interleaved repeats
 (every implementation runs once per round, so load on the shared machine hits
-them alike), and the ratio of each median to PyTorch's in the same run when
-torch is installed. "ours" is the public function (validation and allocation
+them alike), and the ratio of each median to PyTorch's when torch is
+installed. "ours" is the public function (validation and allocation
 included); "kernel, N threads" calls the Cython kernel on preallocated outputs
 with and without its prange loop, which shows what the threads bring.
+
+PyTorch is timed first, in a child process started with the environment as it
+was before im2colnet's import (``im2colnet._untuned_environment``), so its
+OpenMP runs with its own defaults. In this process it would inherit our
+OMP_WAIT_POLICY=PASSIVE: that made its ReLU 2x slower here (0.073-0.088 ms
+against 0.038 on (64, 16, 28, 28)) and its max-pool backward 1.8x slower.
 
     python benchmarks/ops.py                 # float32, the issue's shapes
     python benchmarks/ops.py --quick         # tiny shapes, few repeats (a smoke test)
     python benchmarks/ops.py --no-torch --dtype float64 --repeats 200
 """
 import argparse
+import importlib.util
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
 import numpy as np
+
+if "--torch-only" in sys.argv:
+    # The PyTorch child: its OpenMP starts before im2colnet's import sets anything.
+    import torch  # noqa: F401
 
 import im2colnet
 import im2colnet.functional as F
@@ -146,51 +159,78 @@ def head_cases(n, dtype, torch, quick):
             ("softmax cross-entropy fwd+bwd", ce, (n, 10))]
 
 
+def cases(shapes, dtype, torch, quick):
+    """Yield (op, shape, {implementation: fn}) for every operation and shape."""
+    rng = np.random.default_rng(4)
+    for shape in shapes:
+        # a shuffled linspace: no ties, like real activations
+        x = rng.permutation(np.linspace(-1, 1, int(np.prod(shape)))).reshape(shape).astype(dtype)
+        tx = torch.from_numpy(x) if torch is not None else None
+        for op, impls in (maxpool_cases(x, torch, tx, 2, 2, 0) + maxpool_cases(x, torch, tx, 3, 2, 1)
+                          + avgpool_cases(x, torch, tx) + relu_cases(x, torch, tx)
+                          + batchnorm_cases(x, torch, tx)):
+            yield op, shape, impls
+    for op, impls, shape in head_cases(2 if quick else 64, dtype, torch, quick):
+        yield op, shape, impls
+
+
+def torch_timings(args):
+    """({(op, shape): {name: (median s, min s)}}, description) of PyTorch's implementations,
+    timed in a child process with PyTorch's own defaults; ({}, reason) when unavailable."""
+    if args.no_torch or importlib.util.find_spec("torch") is None:
+        return {}, "torch: not installed (or --no-torch)"
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-only", "--dtype", args.dtype,
+           "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+    child = subprocess.run(cmd, capture_output=True, text=True, env=im2colnet._untuned_environment())
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no message"])[-1]
+        return {}, f"torch: the child process failed ({last})"
+    lines = child.stdout.splitlines()
+    timings = {}
+    for op, shape, name, median, best in map(json.loads, lines[1:]):
+        timings.setdefault((op, str(tuple(shape))), {})[name] = (median, best)
+    return timings, lines[0] + ", in a child process with its own defaults"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (smoke test)")
+    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            pass
     repeats = 3 if args.quick else args.repeats
     shapes = [(2, 3, 8, 8)] if args.quick else [(64, 16, 28, 28), (64, 6, 28, 28), (64, 16, 10, 10)]
 
+    if args.torch_only:  # the child: PyTorch's implementations only, one JSON line each
+        import torch
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+        for op, shape, impls in cases(shapes, dtype, torch, args.quick):
+            theirs = {name: fn for name, fn in impls.items() if name.startswith("torch")}
+            for name, (med, best) in measure(theirs, repeats).items():
+                print(json.dumps([op, shape, name, med, best]), flush=True)
+        return
+
+    torch_times, torch_line = torch_timings(args)
     print(f"im2colnet {im2colnet.__version__} {im2colnet.build_info()}; numpy {np.__version__}; "
           f"{os.cpu_count()} cores; python {platform.python_version()}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch is not None
-          else "torch: not installed (or --no-torch)")
+    print(torch_line)
     print(f"dtype {dtype}; median and min of {repeats} interleaved repeats; "
           f"x torch = our median / torch's median (< 1 is faster)\n")
     header = f"{'op':<30} {'shape':<17} {'implementation':<27} {'median ms':>10} {'min ms':>9} {'x torch':>8}"
     print(header)
     print("-" * len(header))
 
-    def report(op, shape, results):
+    for op, shape, impls in cases(shapes, dtype, None, args.quick):
+        results = measure(impls, repeats)
+        results.update(torch_times.get((op, str(tuple(shape))), {}))
         ref = results.get("torch", (None,))[0]
         for name, (med, best) in results.items():
-            ratio = f"{med / ref:8.2f}" if ref and name != "torch" else ""
+            ratio = f"{med / ref:8.2f}" if ref and not name.startswith("torch") else ""
             print(f"{op:<30} {str(shape):<17} {name:<27} {med * 1e3:10.3f} {best * 1e3:9.3f} {ratio:>8}")
         sys.stdout.flush()
-
-    rng = np.random.default_rng(4)
-    for shape in shapes:
-        # a shuffled linspace: no ties, like real activations
-        x = rng.permutation(np.linspace(-1, 1, int(np.prod(shape)))).reshape(shape).astype(dtype)
-        tx = torch.from_numpy(x) if torch is not None else None
-        cases = (maxpool_cases(x, torch, tx, 2, 2, 0) + maxpool_cases(x, torch, tx, 3, 2, 1)
-                 + avgpool_cases(x, torch, tx) + relu_cases(x, torch, tx) + batchnorm_cases(x, torch, tx))
-        for op, impls in cases:
-            report(op, shape, measure(impls, repeats))
-    for op, impls, shape in head_cases(2 if args.quick else 64, dtype, torch, args.quick):
-        report(op, shape, measure(impls, repeats))
 
 
 if __name__ == "__main__":
