@@ -13,9 +13,9 @@ import) makes OpenBLAS's idle threads go to sleep right after a product
 instead of spinning for 2**28 cycles (~0.1 s), so a multi-threaded product
 (a VGG layer) no longer leaves a spinning thread that the next im2col has to
 share a core with: VGG 64->64 at 14x14, N=64: the im2col blocks after each
-product took 4.3-5.2 ms with spinning threads and 2.6-3.1 ms without, and
-VGG-small trained at 331 images/s against 368 (py-spy showed im2col's share
-fall from 19% to 9%). A thread asleep costs one wake-up (microseconds) at
+product took 4.3-5.2 ms with spinning threads and 1.4-3.1 ms without (runs
+of the same script), and VGG-small trained at 331 images/s against 368
+(py-spy showed im2col's share fall from 19% to 9%). A thread asleep costs one wake-up (microseconds) at
 the next multi-threaded product, which only the large products get.
 
 ``gemm_threads(flops)`` is a context manager that limits OpenBLAS to one

@@ -225,7 +225,8 @@ def test_read_only_and_fortran_inputs_give_the_contiguous_result():
 @pytest.mark.parametrize("small_products", [1e30, 0.0])
 def test_blocks_of_samples_give_the_same_result(monkeypatch, small_products):
     """A workspace smaller than one batch's (or one sample's) columns runs in blocks: same numbers,
-    with the forward's per-sample products (small layers) and its block products (large ones)."""
+    with the per-sample products of small layers and the block products of large ones, in all
+    three passes."""
     monkeypatch.setattr(conv_module, "SMALL_GEMM_FLOPS", small_products)
     x, w, b = make(((7, 3, 9, 9), (4, 3, 3, 3), 1, 1, 1, None))
     # the direct loops as the reference: independent of blocks and products
