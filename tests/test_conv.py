@@ -34,6 +34,9 @@ CASES = [
     # wider than the image on one side and cropping on the other
     ((1, 2, 4, 3), (2, 2, 3, 3), 1, ((0, 2), (4, -2)), 1, None),
     ((2, 1, 5, 5), (1, 1, 3, 3), 1, 0, 1, (7, -6)),          # exclave far outside: all padding
+    # column stride 2 (its own copy loop in _im2col_plane) with dilation, crops and padding
+    ((2, 2, 7, 11), (3, 2, 3, 3), (1, 2), ((0, 1), (2, 0)), (1, 2), None),
+    ((1, 2, 8, 9), (2, 2, 3, 4), 2, ((1, -1), (-1, 3)), 1, None),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
