@@ -26,29 +26,39 @@ def _flag(name, default):
     return value not in ("0", "false", "no", "off", "")
 
 
-def _compiler_has_openmp():
-    """True when the C compiler compiles and links a tiny OpenMP program."""
+def _compiler_accepts(flag, src="int main(void){return 0;}\n"):
+    """True when the C compiler compiles and links a tiny program with `flag`."""
     if sys.platform == "win32":
         return False
     cc = os.environ.get("CC", "cc")
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.c")
         with open(path, "w") as fh:
             fh.write(src)
         try:
             result = subprocess.run(
-                [cc, "-fopenmp", path, "-o", os.path.join(tmp, "t")],
+                [cc, flag, path, "-o", os.path.join(tmp, "t")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         except (OSError, subprocess.SubprocessError):
             return False
         return result.returncode == 0
 
 
+def _compiler_has_openmp():
+    """True when the C compiler compiles and links a tiny OpenMP program."""
+    return _compiler_accepts(
+        "-fopenmp", "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+
+
 BOUNDSCHECK = _flag("IM2COLNET_BOUNDSCHECK", "0")
 OPENMP = _flag("IM2COLNET_OPENMP", "1") and _compiler_has_openmp()
 
 compile_args = ["-O3"]
+# Loops start on a 64-byte boundary. The store-bound ReLU loop ran at 0.065 or
+# 0.047 ms on (64,16,28,28) depending on where the linker happened to put it
+# (the same C code, two builds); aligned, it takes the fast one.
+if _compiler_accepts("-falign-loops=64"):
+    compile_args.append("-falign-loops=64")
 link_args = []
 if OPENMP:
     compile_args.append("-fopenmp")

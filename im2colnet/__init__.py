@@ -6,14 +6,25 @@ import os as _os
 # What the process environment held before this import set anything in it
 # (see below), so that a peer library's child process can start without our
 # settings (the benchmarks run PyTorch so: _untuned_environment()).
-_ENV_BEFORE = {name: _os.environ.get(name) for name in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+_ENV_BEFORE = {name: _os.environ.get(name) for name in
+               ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")}
 
-# Our prange loops and NumPy's BLAS threads take turns on the same cores. With
-# OpenMP's default "active" waiting, idle OpenMP threads keep spinning after a
-# kernel and slow the next matrix product down (measured: 8.0 ms instead of
-# 1.0 ms for the LeNet conv1 weight gradient). Passive waiting hands the cores
-# back. It must be set before the OpenMP runtime starts; a user's own setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ._blas import THREADED_GEMM_POSSIBLE as _THREADED_GEMM_POSSIBLE  # noqa: E402
+
+# How idle OpenMP threads wait; it must be set before the OpenMP runtime starts,
+# and a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+# - Our matrix products run on our OpenMP threads (_blas.matmul): then nothing
+#   else needs the cores between two kernels, and a thread that waits actively
+#   for a moment (30,000 spins: about 1 ms here) is awake for the next kernel
+#   or product instead of paying a wake-up of tens of microseconds each time.
+# - Otherwise (another BLAS) the products run on the BLAS's own threads, and our
+#   idle threads must not spin beside them: passive waiting (spinning threads
+#   made the LeNet conv1 weight gradient 8.0 ms instead of 1.0 ms).
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    if _THREADED_GEMM_POSSIBLE:
+        _os.environ["GOMP_SPINCOUNT"] = "30000"
+    else:
+        _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 # Freed activations stay in the heap, so the next step does not fault in fresh
 # pages (see _malloc.py; IM2COLNET_MALLOC_TUNING=0 turns this off).
@@ -32,6 +43,10 @@ from ._check_build import import_kernels as _import_kernels
 
 _import_kernels()
 
+from ._blas import enable_threaded_gemm as _enable_threaded_gemm  # noqa: E402
+
+_enable_threaded_gemm()
+
 from . import functional  # noqa: E402
 from . import functional as F  # noqa: E402
 from . import layers, losses, optim, info, datasets  # noqa: E402
@@ -47,7 +62,7 @@ def build_info():
 
 def _untuned_environment():
     """A copy of os.environ without the variables this package's import set (OpenMP's
-    wait policy, OpenBLAS's thread timeout): the environment a peer library's child
+    wait policy or spin count, OpenBLAS's thread timeout): the environment a peer library's child
     process (PyTorch in the benchmarks) should get, so it runs with its own defaults."""
     env = dict(_os.environ)
     for name, value in _ENV_BEFORE.items():

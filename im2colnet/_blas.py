@@ -32,13 +32,15 @@ threads: concurrent results would differ from sequential ones in the last bit.
 """
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 
 import numpy  # noqa: F401  (loads NumPy's BLAS before we look for it)
 
 __all__ = ["gemm_threads", "SMALL_GEMM_FLOPS", "blas_info", "quiet_idle_threads",
-           "IDLE_TIMEOUT_LOG2"]
+           "IDLE_TIMEOUT_LOG2", "matmul", "threaded_gemm", "enable_threaded_gemm",
+           "THREADED_GEMM_POSSIBLE", "threads_worth", "parallel_min_work"]
 
 SMALL_GEMM_FLOPS = 3e8
 
@@ -124,12 +126,9 @@ _restore_to = None   # the thread count to restore when the last one leaves
 
 
 @contextlib.contextmanager
-def gemm_threads(flops):
-    """Run the enclosed product(s) on one BLAS thread when ``flops`` < SMALL_GEMM_FLOPS."""
+def _one_blas_thread():
+    """OpenBLAS on one thread inside the block (a window shared by concurrent callers)."""
     global _inside, _restore_to
-    if _OPENBLAS is None or flops >= SMALL_GEMM_FLOPS:
-        yield
-        return
     set_threads, get_threads = _OPENBLAS
     with _lock:
         if _inside == 0:
@@ -144,3 +143,152 @@ def gemm_threads(flops):
             _inside -= 1
             if _inside == 0 and _restore_to != 1:
                 set_threads(_restore_to)
+
+
+def gemm_threads(flops):
+    """Run the enclosed product(s) on one BLAS thread when ``flops`` < SMALL_GEMM_FLOPS."""
+    if _OPENBLAS is None or flops >= SMALL_GEMM_FLOPS:
+        return contextlib.nullcontext()
+    return _one_blas_thread()
+
+
+# ------------------------------------------------ products on our own threads
+
+def _cblas_gemm_addresses():
+    """(sgemm, dgemm): addresses of the ILP64 cblas_sgemm/cblas_dgemm of the OpenBLAS
+    NumPy loaded (the ``...64_`` symbols of NumPy's wheels), or None."""
+    for lib in _openblas_libraries():
+        for prefix in ("scipy_cblas_", "cblas_"):
+            sgemm = getattr(lib, f"{prefix}sgemm64_", None)
+            dgemm = getattr(lib, f"{prefix}dgemm64_", None)
+            if sgemm is not None and dgemm is not None:
+                return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (sgemm, dgemm))
+    return None
+
+
+def _thread_count():
+    """The threads a product is split over: OMP_NUM_THREADS when set, else the usable CPUs."""
+    try:
+        count = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, count or 1)
+
+
+# Products run on our OpenMP threads (see _kernels/gemm.pyx) when NumPy's OpenBLAS
+# exports the ILP64 CBLAS functions and its thread count can be set to 1 (so that a
+# piece does not start OpenBLAS's own threads), unless IM2COLNET_THREADED_GEMM=0.
+_CBLAS_GEMM = _cblas_gemm_addresses() if _OPENBLAS is not None else None
+THREADED_GEMM_POSSIBLE = (_CBLAS_GEMM is not None
+                          and os.environ.get("IM2COLNET_THREADED_GEMM", "1").strip() != "0")
+_gemm_kernel = None   # the gemm kernel module, once enable_threaded_gemm() succeeded
+_PIECES = _thread_count()
+# Below this many result columns per thread, a product is split along its inner
+# dimension instead (a weight gradient: a small result summed over many pixels).
+_MIN_COLUMNS_PER_PIECE = 64
+
+
+def enable_threaded_gemm():
+    """Run matmul() on our threads from now on; True when in use.
+
+    Registers the BLAS functions with the kernel, then checks a few small products
+    (both dtypes, both splits, transposed operands) against np.matmul; on any
+    difference the kernel is unregistered and matmul() keeps using np.matmul.
+    """
+    global _gemm_kernel
+    if not THREADED_GEMM_POSSIBLE:
+        return False
+    from ._kernels import gemm
+    gemm.register(*_CBLAS_GEMM)
+    _gemm_kernel = gemm
+    rng = numpy.random.default_rng(0)
+    try:
+        for dtype in (numpy.float32, numpy.float64):
+            for m, k, n in ((3, 5, 2 * _PIECES * _MIN_COLUMNS_PER_PIECE + 7), (9, 300, 4)):
+                a = rng.standard_normal((k, m)).astype(dtype).T   # a transposed operand
+                b = rng.standard_normal((k, n)).astype(dtype)
+                out = numpy.empty((m, n), dtype)
+                if not numpy.allclose(matmul(a, b, out), a @ b, rtol=1e-4, atol=1e-4):
+                    raise ArithmeticError(f"threaded {numpy.dtype(dtype).name} product differs")
+    except Exception:
+        gemm.register(0, 0)
+        _gemm_kernel = None
+        return False
+    return True
+
+
+def threaded_gemm():
+    """True when matmul() runs products on our threads."""
+    return _gemm_kernel is not None
+
+
+def _stored(a):
+    """(C-contiguous array holding a, True if a is its transpose)."""
+    if a.flags.c_contiguous:
+        return a, False
+    if a.T.flags.c_contiguous:
+        return a.T, True
+    return numpy.ascontiguousarray(a), False
+
+
+def matmul(a, b, out, accumulate=False):
+    """out = a @ b (out += a @ b with accumulate), returns out.
+
+    a (m, k), b (k, n): 2-D arrays of out's float dtype, C-contiguous or transposed
+    views of such; out (m, n) C-contiguous. With threaded_gemm(), the product is cut
+    into one piece per thread (by columns of out, or for a narrow result along k, the
+    pieces then added up in a fixed order), each piece one single-threaded BLAS call
+    on an OpenMP thread; else it is np.matmul, on as many BLAS threads as the
+    caller's gemm_threads() window allows.
+    """
+    if _gemm_kernel is None:  # the caller chose the BLAS's thread count (gemm_threads)
+        if accumulate:
+            out += a @ b
+        else:
+            numpy.matmul(a, b, out=out)
+        return out
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    a_stored, a_t = _stored(a)
+    b_stored, b_t = _stored(b)
+    with _one_blas_thread():
+        if n >= _PIECES * _MIN_COLUMNS_PER_PIECE or k < n:
+            _gemm_kernel.matmul_split_columns(a_stored, a_t, b_stored, b_t, out, accumulate,
+                                              _PIECES)
+            return out
+        partial = numpy.empty((_PIECES, m, n), dtype=out.dtype)
+        _gemm_kernel.matmul_split_sum(a_stored, a_t, b_stored, b_t, partial)
+    if accumulate:
+        out += partial[0]
+    else:
+        out[...] = partial[0]
+    for piece in partial[1:]:
+        out += piece
+    return out
+
+
+# ------------------------------------------ when a kernel is worth our threads
+
+@functools.lru_cache(maxsize=None)
+def parallel_min_work():
+    """Elements of work from which an element-wise kernel (ReLU, max pooling, batch
+    norm) runs on several OpenMP threads rather than on the calling one.
+
+    It depends on how idle OpenMP threads wait, which im2colnet's import fixed
+    (read once, at the first call). Measured on 2 cores (kernel sweeps, serial
+    against threaded):
+    - passive waiting (OMP_WAIT_POLICY=PASSIVE): starting a parallel region costs
+      15-40 us, what one thread needs to stream ~300,000 float32 values: ReLU on
+      300k elements 44 us serial against 59 threaded, on 1M 139 / 132, on 3M
+      474 / 297; so threads from 2**20 elements.
+    - active waiting for a while (GOMP_SPINCOUNT, the default with our threaded
+      products): the second thread is awake and threads win from about 100k
+      elements (ReLU on 102k: 12 us serial, 8 threaded; on 301k: 32 / 22; the
+      max-pool scatter on (64,16,28,28): 148 / 76 us); so from 2**16.
+    """
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    return 1 << 20 if passive else 1 << 16
+
+
+def threads_worth(work):
+    """Should a kernel with this much work (elements, counted once per pass) use threads?"""
+    return work >= parallel_min_work()

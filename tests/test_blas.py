@@ -52,3 +52,134 @@ def test_a_users_own_timeout_wins():
     environ = {"OPENBLAS_THREAD_TIMEOUT": "28"}
     assert _blas.quiet_idle_threads(environ) is False
     assert environ == {"OPENBLAS_THREAD_TIMEOUT": "28"}
+
+
+# ---------------------------------------------- products on our own threads
+
+needs_threaded = pytest.mark.skipif(not _blas.threaded_gemm(),
+                                    reason="products run through np.matmul on this BLAS")
+
+WIDE = 2 * _blas._PIECES * _blas._MIN_COLUMNS_PER_PIECE + 5   # split by columns
+# (m, k, n): column splits (n wide, ragged last piece, n < pieces), inner splits (a
+# narrow result over a long sum, k smaller than the pieces), and empty products.
+SHAPES = [(3, 5, WIDE), (7, 33, 97), (4, 6, 1), (9, 300, 4), (5, 1, 3), (6, 0, WIDE), (6, 0, 3),
+          (0, 4, 5), (2, 3, 0)]
+
+
+def _operand(rng, rows, cols, dtype, transposed):
+    """A (rows, cols) array of dtype: C-contiguous, or the transposed view of one."""
+    if transposed:
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    return rng.standard_normal((rows, cols)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", SHAPES)
+@pytest.mark.parametrize("a_t, b_t", [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul_matches_numpy(dtype, m, k, n, a_t, b_t):
+    """Every split and every operand layout gives np.matmul's product (float64: to 1e-12),
+    also when accumulating into out; an empty sum gives zeros."""
+    rng = np.random.default_rng(m * 100 + k * 10 + n)
+    a, b = _operand(rng, m, k, dtype, a_t), _operand(rng, k, n, dtype, b_t)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    out = np.full((m, n), np.nan, dtype)
+    assert _blas.matmul(a, b, out) is out
+    np.testing.assert_allclose(out, expected, **tol)
+    start = rng.standard_normal((m, n)).astype(dtype)
+    out = start.copy()
+    _blas.matmul(a, b, out, accumulate=True)
+    np.testing.assert_allclose(out, start + expected, **tol)
+
+
+def test_matmul_copies_an_operand_that_is_neither_layout():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((6, 20))[:, ::2]          # strided: neither C nor transposed-C
+    b = rng.standard_normal((10, 300))
+    out = np.empty((6, 300))
+    np.testing.assert_allclose(_blas.matmul(a, b, out), a @ b, rtol=1e-12, atol=1e-12)
+
+
+@needs_threaded
+def test_threaded_products_run_on_one_blas_thread_and_are_deterministic():
+    """Inside matmul OpenBLAS is on one thread (a piece must not start OpenBLAS's own
+    threads); the thread count comes back; the pieces are fixed, so repeated and
+    concurrent calls give the same bits."""
+    set_threads, get_threads = _blas._OPENBLAS
+    before = get_threads()
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((300, 5000)).astype(np.float32)
+    b = rng.standard_normal((5000, 40)).astype(np.float32)     # narrow: summed pieces
+    c = rng.standard_normal((5000, 700)).astype(np.float32)    # wide: column pieces
+    first = [_blas.matmul(a, b, np.empty((300, 40), np.float32)),
+             _blas.matmul(a, c, np.empty((300, 700), np.float32))]
+    assert get_threads() == before
+    results = [None] * 6
+
+    def run(slot):
+        results[slot] = [_blas.matmul(a, b, np.empty((300, 40), np.float32)),
+                         _blas.matmul(a, c, np.empty((300, 700), np.float32))]
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results:
+        for x, y in zip(got, first):
+            assert np.array_equal(x, y)
+    assert get_threads() == before
+
+
+@needs_threaded
+def test_without_the_kernel_matmul_falls_back_to_numpy(monkeypatch):
+    """With the kernel unregistered (another BLAS), matmul is np.matmul, and the
+    convolution takes one product per sample for small layers again."""
+    from im2colnet.functional import conv
+    monkeypatch.setattr(_blas, "_gemm_kernel", None)
+    assert not _blas.threaded_gemm()
+    assert conv._per_sample(_blas.SMALL_GEMM_FLOPS / 2)
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((4, 9)), rng.standard_normal((9, 3))
+    out = np.ones((4, 3))
+    np.testing.assert_allclose(_blas.matmul(a, b, out, accumulate=True), 1 + a @ b, rtol=1e-12)
+
+
+def test_the_kernel_takes_both_functions_or_neither():
+    from im2colnet._kernels import gemm
+    with pytest.raises(ValueError, match="both"):
+        gemm.register(1, 0)
+
+
+def test_threads_follow_the_wait_policy():
+    """Threads from 2**16 elements of work when idle OpenMP threads spin for a while,
+    from 2**20 when they sleep at once (parallel_min_work's measurements)."""
+    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    threshold = _blas.parallel_min_work()
+    assert threshold == (1 << 20 if passive else 1 << 16)
+    assert not _blas.threads_worth(threshold - 1) and _blas.threads_worth(threshold)
+
+
+def test_the_import_chose_a_wait_policy_that_fits_the_products():
+    """Our threads spin for a moment only where our products run on them; a user's own
+    setting is kept; the peers' environment drops what the import set."""
+    import subprocess
+    import sys
+    code = ("import os, im2colnet; from im2colnet import _blas; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
+            "_blas.threaded_gemm(), 'GOMP_SPINCOUNT' in im2colnet._untuned_environment())")
+
+    def run(**env):
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "IM2COLNET_THREADED_GEMM")}
+        return subprocess.run([sys.executable, "-c", code], env={**base, **env}, cwd=os.path.dirname(__file__),
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    default = run()
+    if default[2] == "True":
+        assert default == ["None", "30000", "True", "False"]
+    else:
+        assert default[:2] == ["PASSIVE", "None"]
+    assert run(IM2COLNET_THREADED_GEMM="0") == ["PASSIVE", "None", "False", "False"]
+    assert run(OMP_WAIT_POLICY="ACTIVE")[:2] == ["ACTIVE", "None"]
+    assert run(GOMP_SPINCOUNT="1000")[:2] == ["None", "1000"]

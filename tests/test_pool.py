@@ -155,10 +155,10 @@ def test_2x2_fast_path_equals_general_kernel(dtype):
 
 
 def test_serial_and_parallel_max_pooling_agree():
-    """Above the work threshold (parallel.pxd) the kernels run on threads: the same numbers,
-    and the scatter counts the out-of-range indices it skipped."""
+    """With parallel=True the kernels run their planes on threads: the same numbers, and
+    the scatter counts the out-of-range indices it skipped."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 16, 64, 66))  # 2 * 540,672 elements of work: threads
+    x = rng.standard_normal((8, 16, 64, 66))
     outs = []
     for parallel in (True, False):
         for kernel, stride in ((2, 2), (3, 2)):

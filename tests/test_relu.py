@@ -39,7 +39,7 @@ def test_matches_naive_loops(shape, dtype):
 
 def test_serial_and_parallel_kernels_agree():
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((1 << 20) + 300_001)  # threads from 2**20 elements (parallel.pxd)
+    x = rng.standard_normal((1 << 20) + 300_001)  # 21 blocks, the last one ragged
     dy = rng.standard_normal(x.size)
     outs = []
     for parallel in (True, False):

@@ -5,7 +5,7 @@ over (n, l), one ``prange`` task per channel.
 NumPy's expressions for the same formulas pass over the activations about 14
 times in the forward and 16 times in the backward (one pass per ufunc and
 reduction); these loops pass three and two times, and run the channels on
-both cores (from PARALLEL_MIN_WORK / 3 values: three passes, parallel.pxd).
+both cores when ``parallel`` (the wrappers decide: im2colnet._blas.threads_worth).
 Sums accumulate in double whatever the input dtype; the element-wise steps
 run in the input's precision, as NumPy's did.
 
@@ -22,7 +22,6 @@ through :mod:`im2colnet.functional.batchnorm`, which validates first.
 """
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from .parallel cimport PARALLEL_MIN_WORK
 from .window cimport floating
 
 
@@ -102,8 +101,7 @@ def forward(const floating[:, :, ::1] x, const floating[::1] gamma, const floati
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef Py_ssize_t c, n
     cdef double total, m, s, g, b
-    for c in prange(C, nogil=True, schedule="static",
-                    use_threads_if=parallel and C > 1 and 3 * N * C * L >= PARALLEL_MIN_WORK):
+    for c in prange(C, nogil=True, schedule="static", use_threads_if=parallel and C > 1):
         if training:
             total = 0
             for n in range(N):
@@ -133,8 +131,7 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], L = dy.shape[2]
     cdef Py_ssize_t c, n
     cdef double sum_dy, sum_dy_xhat, scale, count = N * L
-    for c in prange(C, nogil=True, schedule="static",
-                    use_threads_if=parallel and C > 1 and 3 * N * C * L >= PARALLEL_MIN_WORK):
+    for c in prange(C, nogil=True, schedule="static", use_threads_if=parallel and C > 1):
         sum_dy = 0
         sum_dy_xhat = 0
         for n in range(N):

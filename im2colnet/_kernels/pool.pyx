@@ -4,8 +4,8 @@
 Every function works on whole (N, C, H, W) arrays and runs one (sample, channel)
 plane per iteration of a ``prange`` loop: a plane's outputs and its input
 gradient belong to one thread, so no two threads ever write one element.
-Max pooling uses threads only for enough work (parallel.pxd).
-``parallel=False`` runs the same loops on one thread (for measurements).
+``parallel=False`` runs the same loops on the calling thread: the wrappers pass
+it for max pooling of too little work (im2colnet._blas.threads_worth).
 
 These functions trust their arguments (window geometry that keeps every window
 inside the padded input, output arrays of the right shapes), except the winner
@@ -18,7 +18,6 @@ padding (-inf for max, 0 for average) and are never read.
 """
 cimport cython
 from cython.parallel cimport prange
-from .parallel cimport PARALLEL_MIN_WORK
 from .window cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memset
@@ -158,10 +157,8 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                       and W < (1 << 24))
     if planes == 0 or Ho == 0 or Wo == 0:
         return
-    # a window's comparisons count double (parallel.pxd)
     for plane in prange(planes, nogil=True, schedule="static",
-                        use_threads_if=parallel and planes > 1
-                        and 2 * planes * H * W >= PARALLEL_MIN_WORK):
+                        use_threads_if=parallel and planes > 1):
         n = plane // C
         c = plane % C
         if fast:
@@ -192,8 +189,7 @@ def maxpool_backward(const floating[:, ::1] dy, const int64_t[:, ::1] path,
     if planes == 0 or outs == 0 or size == 0:
         return 0
     for plane in prange(planes, nogil=True, schedule="static",
-                        use_threads_if=parallel and planes > 1
-                        and planes * size >= PARALLEL_MIN_WORK):
+                        use_threads_if=parallel and planes > 1):
         dx_plane = &dx[plane, 0]
         dy_plane = &dy[plane, 0]
         path_plane = &path[plane, 0]

@@ -2,15 +2,12 @@
 """ReLU kernels over flat C-contiguous memory.
 
 The arrays are cut into blocks of BLOCK elements; blocks run in a ``prange``
-loop (each block is written by one thread); an array of fewer than
-PARALLEL_MIN_WORK elements runs serially, so small activations pay no thread
-start-up (parallel.pxd), and ``parallel=False``
-runs everything serially (the benchmark measures what the threads bring). The wrappers in
-:mod:`im2colnet.functional.activation` make the inputs contiguous and the
-outputs the right size first.
+loop (each block is written by one thread) when ``parallel`` is true, else on
+the calling thread. The wrappers in :mod:`im2colnet.functional.activation`
+make the inputs contiguous and the outputs the right size first, and ask
+:func:`im2colnet._blas.threads_worth` whether the array is worth the threads.
 """
 from cython.parallel cimport prange
-from .parallel cimport PARALLEL_MIN_WORK
 from .window cimport floating
 
 # Elements per parallel block (256 KiB of float32): big enough to hide the
@@ -42,7 +39,7 @@ def relu_forward(const floating[::1] x, floating[::1] y, bint parallel=True):
     cdef Py_ssize_t n = x.shape[0], blocks = (n + BLOCK - 1) // BLOCK, b, start
     if n == 0:
         return
-    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and n >= PARALLEL_MIN_WORK):
+    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and blocks > 1):
         start = b * BLOCK
         _relu_block(&x[start], &y[start], BLOCK if start + BLOCK <= n else n - start)
 
@@ -52,7 +49,7 @@ def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] d
     cdef Py_ssize_t n = x.shape[0], blocks = (n + BLOCK - 1) // BLOCK, b, start
     if n == 0:
         return
-    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and n >= PARALLEL_MIN_WORK):
+    for b in prange(blocks, nogil=True, schedule="static", use_threads_if=parallel and blocks > 1):
         start = b * BLOCK
         _relu_backward_block(&dy[start], &x[start], &dx[start],
                              BLOCK if start + BLOCK <= n else n - start)

@@ -1,6 +1,7 @@
 """ReLU forward and backward (Cython loops over flat contiguous memory)."""
 import numpy as np
 
+from .._blas import threads_worth
 from .._checks import as_float
 from .._kernels import relu as _relu
 
@@ -14,7 +15,7 @@ def relu_forward(x):
     """
     x = np.ascontiguousarray(as_float(x, "x"))
     y = np.empty_like(x)
-    _relu.relu_forward(x.reshape(-1), y.reshape(-1))
+    _relu.relu_forward(x.reshape(-1), y.reshape(-1), threads_worth(x.size))
     return y
 
 
@@ -25,5 +26,5 @@ def relu_backward(dy, x):
     if dy.shape != x.shape:
         raise ValueError(f"dy: shape {dy.shape} does not match x's shape {x.shape}")
     dx = np.empty_like(dy)
-    _relu.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
+    _relu.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1), threads_worth(x.size))
     return dx

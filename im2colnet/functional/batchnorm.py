@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 
+from .._blas import threads_worth
 from .._checks import as_float, check_batch
 from .._kernels import batchnorm as _bn
 
@@ -143,7 +144,7 @@ def _spatial_forward(x, gamma, beta, eps, training, running_mean, running_var):
     xhat, y = np.empty_like(x3), np.empty_like(x3)
     inv_std = np.empty(C, dtype=x.dtype)
     _bn.forward(x3, np.ascontiguousarray(gamma.reshape(C)), np.ascontiguousarray(beta.reshape(C)),
-                mean, var, eps, training, xhat, y, inv_std)
+                mean, var, eps, training, xhat, y, inv_std, threads_worth(3 * x3.size))
     return y.reshape(x.shape), xhat.reshape(x.shape), inv_std.reshape(1, C, 1, 1), mean, var
 
 
@@ -171,7 +172,7 @@ def batchnorm_backward(dy, cache):
             np.empty(C, dy.dtype)
         _bn.backward(np.ascontiguousarray(dy).reshape(N, C, -1), xhat.reshape(N, C, -1),
                      np.ascontiguousarray(gamma.reshape(C)), np.ascontiguousarray(inv_std.reshape(C)),
-                     training, dx, dgamma, dbeta)
+                     training, dx, dgamma, dbeta, threads_worth(2 * dx.size))
         return dx.reshape(xhat.shape), dgamma, dbeta
     dbeta = dy.sum(axis=axes, keepdims=True)
     dgamma = np.sum(dy * xhat, axis=axes, keepdims=True)

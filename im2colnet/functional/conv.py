@@ -41,7 +41,7 @@ import threading
 
 import numpy as np
 
-from .._blas import SMALL_GEMM_FLOPS, gemm_threads
+from .._blas import SMALL_GEMM_FLOPS, gemm_threads, matmul, threaded_gemm
 from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import conv_direct as _direct
 from .._kernels import im2col as _im2col
@@ -177,6 +177,13 @@ def _column_blocks(x, g):
         yield n0, nb, i0, i1, cols_t
 
 
+def _per_sample(flops):
+    """One product per sample (straight into/from the NCHW arrays) instead of one per
+    block: for small layers, unless the products run on our own threads, where the
+    block product is split over the threads (see im2colnet._blas.matmul)."""
+    return flops < SMALL_GEMM_FLOPS and not threaded_gemm()
+
+
 def _dy_block_t(dy3, n0, nb, i0, i1, g):
     """dY^T of a block: dy of samples n0 .. n0+nb-1, output rows [i0, i1), copied into a
     (K, nb*(i1-i0)*Wo) scratch array (the layout of the block's columns)."""
@@ -246,7 +253,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
         y3 = y.reshape(N, K, P)
         flops = 2.0 * N * P * wmat.size
         with gemm_threads(flops):
-            _forward_im2col(x, wmat, y3, g, per_sample=flops < SMALL_GEMM_FLOPS)
+            _forward_im2col(x, wmat, y3, g, per_sample=_per_sample(flops))
     if b is not None:
         y += b.reshape(K, 1, 1)
     return y
@@ -273,7 +280,7 @@ def _forward_im2col(x, wmat, y3, g, per_sample=False):
             else:
                 # Y^T = C^T phi^T for the whole block in one product, then (K, nb, L) -> y
                 y_t = _scratch("y", (K, nb, L), x.dtype)
-                np.matmul(wmat, cols_t, out=y_t.reshape(K, nb * L))
+                matmul(wmat, cols_t, y_t.reshape(K, nb * L))
                 np.copyto(y_block, y_t.transpose(1, 0, 2))
 
 
@@ -298,7 +305,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
     with gemm_threads(flops):
-        _backward_data_im2col(dy.reshape(N, K, P), wmat_t, dx, g, per_sample=flops < SMALL_GEMM_FLOPS)
+        _backward_data_im2col(dy.reshape(N, K, P), wmat_t, dx, g, per_sample=_per_sample(flops))
     return dx
 
 
@@ -319,7 +326,7 @@ def _backward_data_im2col(dy3, wmat_t, dx, g, per_sample=False):
             np.matmul(wmat_t, dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w],
                       out=dcols_t.reshape(taps, nb, L).transpose(1, 0, 2))
         else:
-            np.matmul(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), out=dcols_t)
+            matmul(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), dcols_t)
         _im2col.col2im_t(dcols_t, dx, n0, *_window(g), i0, i1, g.out_w)
 
 
@@ -347,7 +354,7 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)
     flops = 2.0 * N * P * dC.size
     with gemm_threads(flops):
-        _backward_weights_im2col(dy.reshape(N, K, P), x, dC, g, per_sample=flops < SMALL_GEMM_FLOPS)
+        _backward_weights_im2col(dy.reshape(N, K, P), x, dC, g, per_sample=_per_sample(flops))
     return np.ascontiguousarray(dC.T).reshape(shape), db
 
 
@@ -379,8 +386,5 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
             continue
         # dC += phi^T dY over the block's pixels, in one product.
         dy_t = _dy_block_t(dy3, n0, nb, i0, i1, g)
-        if first:
-            np.matmul(cols_t, dy_t.T, out=dC)
-            first = False
-        else:
-            dC += cols_t @ dy_t.T
+        matmul(cols_t, dy_t.T, dC, accumulate=not first)
+        first = False

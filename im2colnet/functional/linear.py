@@ -1,6 +1,6 @@
 """Linear (fully connected) layer: y = x W^T + b, with w of shape (Fout, Fin).
 
-Each pass is one BLAS matrix product (NumPy's matmul):
+Each pass is one BLAS matrix product (im2colnet._blas.matmul):
     Full_F:    y  = x W^T + b         (N, Fin) x (Fin, Fout)
     Full_BF:   dx = dY W              (N, Fout) x (Fout, Fin)
     Full_grad: dW = dY^T x,  db = sum_n dY[n]
@@ -9,7 +9,7 @@ An input with more than two axes, e.g. (N, C, H, W), is flattened to
 """
 import numpy as np
 
-from .._blas import gemm_threads
+from .._blas import gemm_threads, matmul
 from .._checks import as_float, check_batch
 
 __all__ = ["linear_forward", "linear_backward_data", "linear_backward_weights"]
@@ -22,6 +22,13 @@ def _flat_input(x, name):
         raise ValueError(f"{name}: expected (N, Fin) or (N, C, H, W), got shape {x.shape}")
     check_batch(x, name)
     return x.reshape(x.shape[0], -1)
+
+
+def _product(a, b):
+    """a @ b as a new C-contiguous array (a and b of one dtype)."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    with gemm_threads(2.0 * a.shape[0] * a.shape[1] * b.shape[1]):
+        return matmul(a, b, out)
 
 
 def _check_weight(w, fin, dtype):
@@ -38,8 +45,7 @@ def linear_forward(x, w, b=None):
     """
     x2 = _flat_input(x, "x")
     w = _check_weight(w, x2.shape[1], x2.dtype)
-    with gemm_threads(2.0 * x2.shape[0] * w.size):
-        y = x2 @ w.T
+    y = _product(x2, w.T)
     if b is not None:
         b = as_float(b, "b", dtype=y.dtype)
         if b.shape != (w.shape[0],):
@@ -65,8 +71,7 @@ def linear_backward_data(dy, w, x_shape):
         raise ValueError(
             f"x_shape: {shape} does not fit dy {dy.shape} and w {w.shape} "
             f"(need N = {dy.shape[0]} and {w.shape[1]} features)")
-    with gemm_threads(2.0 * dy.shape[0] * w.size):
-        return (dy @ w).reshape(shape)
+    return _product(dy, w).reshape(shape)
 
 
 def linear_backward_weights(dy, x):
@@ -82,5 +87,4 @@ def linear_backward_weights(dy, x):
     x2 = _flat_input(as_float(x, "x", dtype=dy.dtype), "x")
     if x2.shape[0] != dy.shape[0]:
         raise ValueError(f"x: batch {x2.shape[0]} (shape {np.shape(x)}) does not match dy's {dy.shape}")
-    with gemm_threads(2.0 * dy.shape[0] * dy.shape[1] * x2.shape[1]):
-        return dy.T @ x2, dy.sum(axis=0)
+    return _product(dy.T, x2), dy.sum(axis=0)

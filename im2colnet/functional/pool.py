@@ -15,6 +15,7 @@ Average pooling pads with 0 and divides by kh*kw (padding included).
 """
 import numpy as np
 
+from .._blas import threads_worth
 from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import pool as _pool
 
@@ -57,7 +58,9 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     out_shape = (x.shape[0], x.shape[1], g.out_h, g.out_w)
     y = np.empty(out_shape, dtype=x.dtype)
     path = np.empty(out_shape, dtype=np.int64)
-    _pool.maxpool_forward(x, y, path, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl)
+    # a window's comparisons count double
+    _pool.maxpool_forward(x, y, path, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, True,
+                          threads_worth(2 * x.size))
     return y, path
 
 
@@ -86,7 +89,7 @@ def maxpool2d_backward(dy, path, x_shape):
     dy_planes = np.ascontiguousarray(dy).reshape(planes, -1)
     path_planes = np.ascontiguousarray(path, dtype=np.int64).reshape(planes, -1)
     # The scatter kernel writes only indices inside the plane and counts the others.
-    if _pool.maxpool_backward(dy_planes, path_planes, dx.reshape(planes, size)):
+    if _pool.maxpool_backward(dy_planes, path_planes, dx.reshape(planes, size), threads_worth(dx.size)):
         raise ValueError(
             f"path: indices must lie in [0, H*W) = [0, {size}) for x_shape {shape}, "
             f"got range [{path_planes.min()}, {path_planes.max()}]")

@@ -1,0 +1,135 @@
+# cython: language_level=3
+"""Matrix products split over our OpenMP threads, each piece one single-threaded
+call of the BLAS's ``cblas_sgemm`` / ``cblas_dgemm``.
+
+NumPy's OpenBLAS runs a product on its own thread pool, whose threads sleep
+between products. On a 2-core virtual machine waking a sleeping thread costs
+tens of microseconds, which a training step pays at every product and at every
+parallel kernel (our OpenMP threads sleep too, so that they do not spin against
+OpenBLAS's). Running the products on our own OpenMP threads lets one pool do
+all the work: its threads may then wait actively for a moment (GOMP_SPINCOUNT,
+see im2colnet/__init__.py), and the next kernel or product finds them awake.
+
+The BLAS functions are found at run time in the OpenBLAS that NumPy loaded
+(``im2colnet._blas``) and handed over here as addresses. Only the ILP64
+interface (64-bit integer arguments, the ``...64_`` symbols NumPy's wheels
+ship) is used; without it nothing is registered and the callers use np.matmul.
+
+Arrays are row-major. A product ``C = op(A) op(B)`` is described by the
+C-contiguous arrays that hold A and B and two flags: ``trans`` means the
+operand is the transpose of the stored array (a transposed view in NumPy).
+
+These functions trust their arguments: call them through
+:func:`im2colnet._blas.matmul`, which checks shapes, dtypes and layouts first.
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+from .window cimport floating
+
+ctypedef void (*sgemm_t)(int order, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                         float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                         float beta, float* c, int64_t ldc) noexcept nogil
+ctypedef void (*dgemm_t)(int order, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                         double alpha, const double* a, int64_t lda, const double* b, int64_t ldb,
+                         double beta, double* c, int64_t ldc) noexcept nogil
+
+cdef enum:
+    ROW_MAJOR = 101    # CBLAS_ORDER CblasRowMajor
+    NO_TRANS = 111     # CBLAS_TRANSPOSE CblasNoTrans
+    TRANS = 112        # CblasTrans
+    # Columns of a piece are a multiple of this (64 bytes of float32): the two
+    # threads' pieces of a row of C never share a cache line.
+    COLUMN_GRAIN = 16
+
+cdef sgemm_t _sgemm = NULL
+cdef dgemm_t _dgemm = NULL
+
+
+def register(size_t sgemm_address, size_t dgemm_address):
+    """Use these addresses of ILP64 cblas_sgemm and cblas_dgemm (0, 0 unregisters)."""
+    global _sgemm, _dgemm
+    if (sgemm_address == 0) != (dgemm_address == 0):
+        raise ValueError("register both functions or neither")
+    _sgemm = <sgemm_t>sgemm_address
+    _dgemm = <dgemm_t>dgemm_address
+
+
+def registered():
+    """True when products can run here (both BLAS functions registered)."""
+    return _sgemm != NULL and _dgemm != NULL
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t k,
+                       const floating* a, int64_t lda, const floating* b, int64_t ldb,
+                       floating beta, floating* c, int64_t ldc) noexcept nogil:
+    # c (m, n; row stride ldc) = op(a) op(b) + beta c, one BLAS call on the calling thread
+    if floating is float:
+        _sgemm(ROW_MAJOR, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS,
+               m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
+    else:
+        _dgemm(ROW_MAJOR, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS,
+               m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
+
+
+def matmul_split_columns(const floating[:, ::1] a, bint trans_a, const floating[:, ::1] b,
+                         bint trans_b, floating[:, ::1] c, bint accumulate, int pieces):
+    """c (+)= op(a) op(b), the columns of c cut into `pieces` ranges, one per thread.
+
+    op(a) is (m, k) and op(b) is (k, n) for c of shape (m, n).
+    """
+    cdef int64_t m = c.shape[0], n = c.shape[1]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t width, piece, n0, n1, row
+    cdef floating beta = 1 if accumulate else 0
+    if m == 0 or n == 0:
+        return
+    width = (n + pieces - 1) // pieces
+    width = (width + COLUMN_GRAIN - 1) // COLUMN_GRAIN * COLUMN_GRAIN
+    for piece in prange(pieces, nogil=True, schedule="static", num_threads=pieces,
+                        use_threads_if=pieces > 1):
+        n0 = piece * width
+        n1 = n0 + width
+        if n1 > n:
+            n1 = n
+        if n1 <= n0:
+            continue
+        if k == 0:  # an empty sum: c = beta c
+            if not accumulate:
+                for row in range(m):
+                    memset(&c[row, n0], 0, (n1 - n0) * sizeof(floating))
+            continue
+        # columns n0..n1 of op(b): b[:, n0] onwards, or rows n0.. of the stored b^T
+        _gemm(trans_a, trans_b, m, n1 - n0, k, &a[0, 0], a.shape[1],
+              &b[n0, 0] if trans_b else &b[0, n0], b.shape[1],
+              beta, &c[0, n0], c.shape[1])
+
+
+def matmul_split_sum(const floating[:, ::1] a, bint trans_a, const floating[:, ::1] b,
+                     bint trans_b, floating[:, :, ::1] partial):
+    """partial[p] = op(a)[:, K_p] op(b)[K_p, :] for `pieces` = partial.shape[0] ranges K_p
+    of the inner dimension; the caller adds the pieces up (their sum is op(a) op(b)).
+
+    For products with a long inner dimension and a small result (a weight gradient).
+    """
+    cdef int pieces = partial.shape[0]
+    cdef int64_t m = partial.shape[1], n = partial.shape[2]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t depth, piece, k0, k1
+    if m == 0 or n == 0:
+        return
+    depth = (k + pieces - 1) // pieces
+    for piece in prange(pieces, nogil=True, schedule="static", num_threads=pieces,
+                        use_threads_if=pieces > 1):
+        k0 = piece * depth
+        k1 = k0 + depth
+        if k1 > k:
+            k1 = k
+        if k1 <= k0:  # nothing of the sum falls in this piece
+            memset(&partial[piece, 0, 0], 0, m * n * sizeof(floating))
+            continue
+        # inner range k0..k1: columns of a (rows of the stored a^T), rows of b (columns of b^T)
+        _gemm(trans_a, trans_b, m, n, k1 - k0,
+              &a[k0, 0] if trans_a else &a[0, k0], a.shape[1],
+              &b[0, k0] if trans_b else &b[k0, 0], b.shape[1],
+              0, &partial[piece, 0, 0], n)
