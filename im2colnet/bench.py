@@ -42,7 +42,7 @@ import numpy as np
 from . import functional as F
 from . import numpy_im2col
 from . import _blas
-from ._blas import blas_info
+from ._blas import blas_info, gemm_threads, matmul
 from ._checks import conv_geometry
 from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
 from .functional.conv import workspace_bytes
@@ -238,7 +238,9 @@ def _conv_calls(module, shape, t, **method):
 
 def _gemm_calls(shape, t, rng):
     """The GEMM of each pass alone, on matrices of the im2col shapes, into preallocated
-    outputs, in the layout the im2col path uses (see im2colnet.functional.conv):
+    outputs, by the route our products take (im2colnet._blas.matmul: our threads, or
+    np.matmul with another BLAS), in the layout the im2col path uses (see
+    im2colnet.functional.conv):
     phi^T (CKK, M), W (K, CKK), dY^T (K, M) with M = N*Ho*Wo and CKK = C*kh*kw.
 
     forward: Y^T = W phi^T; backward-data: dphi^T = W^T dY^T; backward-weights: dW = dY^T phi.
@@ -250,10 +252,17 @@ def _gemm_calls(shape, t, rng):
     dy_t = rng.standard_normal((shape.k, m)).astype(dtype)
     out_f, out_d = np.empty((shape.k, m), dtype), np.empty((ckk, m), dtype)
     out_w = np.empty((shape.k, ckk), dtype)
+    flops = 2.0 * m * ckk * shape.k
+
+    def product(a, b, out):
+        # the route our convolution's products take (im2colnet._blas.matmul)
+        with gemm_threads(flops):
+            matmul(a, b, out)
+
     return {
-        "forward": lambda: np.matmul(wmat, cols_t, out=out_f),
-        "backward-data": lambda: np.matmul(wmat.T, dy_t, out=out_d),
-        "backward-weights": lambda: np.matmul(dy_t, cols_t.T, out=out_w),
+        "forward": lambda: product(wmat, cols_t, out_f),
+        "backward-data": lambda: product(wmat.T, dy_t, out_d),
+        "backward-weights": lambda: product(dy_t, cols_t.T, out_w),
     }
 
 
