@@ -40,7 +40,8 @@ import numpy  # noqa: F401  (loads NumPy's BLAS before we look for it)
 
 __all__ = ["gemm_threads", "SMALL_GEMM_FLOPS", "blas_info", "quiet_idle_threads",
            "IDLE_TIMEOUT_LOG2", "matmul", "threaded_gemm", "enable_threaded_gemm",
-           "THREADED_GEMM_POSSIBLE", "threads_worth", "parallel_min_work"]
+           "THREADED_GEMM_POSSIBLE", "threads_worth", "parallel_min_work", "matmul_each",
+           "matmul_each_sum"]
 
 SMALL_GEMM_FLOPS = 3e8
 
@@ -263,6 +264,70 @@ def matmul(a, b, out, accumulate=False):
         out[...] = partial[0]
     for piece in partial[1:]:
         out += piece
+    return out
+
+
+def _matrices(x):
+    """How BLAS reads the matrices x[..., :, :] in place: (x, transposed, row stride in
+    elements) when the rows (or, transposed, the columns) of every matrix are
+    contiguous and do not overlap; else the same for a C-contiguous copy of x."""
+    item = x.itemsize
+    rows, cols = x.shape[-2], x.shape[-1]
+    row_step = x.strides[-2] // item if rows > 1 else None
+    col_step = x.strides[-1] // item if cols > 1 else None
+    if (all(s % item == 0 for s in x.strides)
+            and all(s > 0 for s, size in zip(x.strides, x.shape) if size > 1)):
+        if col_step in (None, 1) and (row_step is None or row_step >= cols):
+            return x, False, max(1, cols, row_step or 1)
+        if row_step in (None, 1) and (col_step is None or col_step >= rows):
+            return x, True, max(1, rows, col_step or 1)
+    return numpy.ascontiguousarray(x), False, max(1, cols)
+
+
+def matmul_each(a, b, out):
+    """out[s] = a @ b[s] for every s; returns out.
+
+    a (m, k); b (S, k, n) and out (S, m, n) may be views into bigger arrays (a
+    sample's slice of NCHW activations, of a column block) as long as the last
+    axis of out is contiguous. With threaded_gemm() the samples are split over
+    our threads, one BLAS call each, reading and writing the views in place;
+    else it is np.matmul.
+    """
+    if _gemm_kernel is None:
+        return numpy.matmul(a, b, out=out)
+    stored, out_t, ldc = _matrices(out)
+    if stored is not out or out_t:
+        raise ValueError("matmul_each: out needs contiguous rows that do not overlap")
+    a, a_t, lda = _matrices(a)
+    b, b_t, ldb = _matrices(b)
+    with _one_blas_thread():
+        _gemm_kernel.matmul_each(a, a_t, lda, b, b_t, ldb, out, ldc)
+    return out
+
+
+def matmul_each_sum(a, b, out, accumulate=False):
+    """out = sum over s of a[s] @ b[s] (out += ... with accumulate); returns out.
+
+    a (S, m, k), b (S, k, n): views as in matmul_each; out (m, n) C-contiguous.
+    With threaded_gemm() the samples are cut into one range per thread, each
+    range summed into its own partial result, the partials added in a fixed
+    order; else np.matmul and a sum.
+    """
+    if _gemm_kernel is None:
+        total = numpy.matmul(a, b).sum(axis=0)
+    else:
+        a, a_t, lda = _matrices(a)
+        b, b_t, ldb = _matrices(b)
+        partial = numpy.empty((_PIECES,) + out.shape, dtype=out.dtype)
+        with _one_blas_thread():
+            _gemm_kernel.matmul_each_sum(a, a_t, lda, b, b_t, ldb, partial)
+        total = partial[0]
+        for piece in partial[1:]:
+            total += piece
+    if accumulate:
+        out += total
+    else:
+        out[...] = total
     return out
 
 

@@ -183,3 +183,49 @@ def test_the_import_chose_a_wait_policy_that_fits_the_products():
     assert run(IM2COLNET_THREADED_GEMM="0") == ["PASSIVE", "None", "False", "False"]
     assert run(OMP_WAIT_POLICY="ACTIVE")[:2] == ["ACTIVE", "None"]
     assert run(GOMP_SPINCOUNT="1000")[:2] == ["None", "1000"]
+
+
+# -------------------------------------- one product per sample, on strided views
+
+def _strided(rng, shape, dtype, layout):
+    """An array of `shape` whose matrices (last two axes) are stored as `layout`:
+    "rows" (contiguous rows inside a bigger array), "columns" (a transposed view),
+    or "copy" (every other column: neither, so matmul copies it)."""
+    s, r, c = shape
+    if layout == "rows":
+        return rng.standard_normal((s + 1, r, c + 3)).astype(dtype)[1:, :, 2:2 + c]
+    if layout == "columns":
+        return rng.standard_normal((s, c, r)).astype(dtype).transpose(0, 2, 1)
+    return rng.standard_normal((s, r, 2 * c)).astype(dtype)[:, :, ::2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("s, m, k, n", [(5, 3, 4, 6), (1, 2, 7, 1), (4, 1, 1, 5), (3, 4, 0, 2),
+                                        (0, 2, 3, 4), (7, 6, 9, 33)])
+@pytest.mark.parametrize("layout", ["rows", "columns", "copy"])
+def test_products_per_sample_match_numpy(dtype, s, m, k, n, layout):
+    """matmul_each writes a[...] @ b[s] straight into a strided out (the NCHW slices of
+    the convolution); matmul_each_sum adds a[s] @ b[s] over the samples."""
+    rng = np.random.default_rng(s * 1000 + m * 100 + k * 10 + n)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    a2 = _strided(rng, (1, m, k), dtype, layout)[0]
+    b = _strided(rng, (s, k, n), dtype, layout)
+    big = np.full((s, m + 2, n + 1), np.nan, dtype)
+    out = big[:, 1:1 + m, :n]                              # rows inside a bigger array
+    assert _blas.matmul_each(a2, b, out) is out
+    np.testing.assert_allclose(out, np.matmul(a2.astype(np.float64), b.astype(np.float64)), **tol)
+    assert np.isnan(big[:, 0]).all() and np.isnan(big[:, 1 + m:]).all() and np.isnan(big[:, :, n]).all()
+    a3 = _strided(rng, (s, m, k), dtype, layout)
+    expected = np.matmul(a3.astype(np.float64), b.astype(np.float64)).sum(axis=0)
+    total = np.full((m, n), np.nan, dtype)
+    np.testing.assert_allclose(_blas.matmul_each_sum(a3, b, total), expected, **tol)
+    start = rng.standard_normal((m, n)).astype(dtype)
+    total = start.copy()
+    np.testing.assert_allclose(_blas.matmul_each_sum(a3, b, total, accumulate=True), start + expected, **tol)
+
+
+@needs_threaded
+def test_matmul_each_refuses_an_out_it_would_have_to_copy():
+    out = np.zeros((2, 3, 8))[:, :, ::2]
+    with pytest.raises(ValueError, match="out"):
+        _blas.matmul_each(np.ones((3, 5)), np.ones((2, 5, 4)), out)

@@ -225,12 +225,18 @@ def test_read_only_and_fortran_inputs_give_the_contiguous_result():
                                                     padding=(1, 2))[0])
 
 
-@pytest.mark.parametrize("small_products", [1e30, 0.0])
-def test_blocks_of_samples_give_the_same_result(monkeypatch, small_products):
-    """A workspace smaller than one batch's (or one sample's) columns runs in blocks: same numbers,
-    with the per-sample products of small layers and the block products of large ones, in all
-    three passes."""
-    monkeypatch.setattr(conv_module, "SMALL_GEMM_FLOPS", small_products)
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("threaded", [True, False])
+def test_blocks_of_samples_give_the_same_result(monkeypatch, per_sample, threaded):
+    """A workspace smaller than one batch's (or one sample's) columns runs in blocks: same
+    numbers, with one product per sample or one per block, on our threads or through
+    np.matmul, in all three passes."""
+    from im2colnet import _blas
+    if threaded and not _blas.threaded_gemm():
+        pytest.skip("products run through np.matmul on this BLAS")
+    if not threaded:
+        monkeypatch.setattr(_blas, "_gemm_kernel", None)
+    monkeypatch.setattr(conv_module, "_per_sample", lambda flops: per_sample)
     x, w, b = make(((7, 3, 9, 9), (4, 3, 3, 3), 1, 1, 1, None))
     # the direct loops as the reference: independent of blocks and products
     whole = F.conv2d_forward(x, w, b, padding=1, method="direct")

@@ -133,3 +133,56 @@ def matmul_split_sum(const floating[:, ::1] a, bint trans_a, const floating[:, :
               &a[k0, 0] if trans_a else &a[0, k0], a.shape[1],
               &b[0, k0] if trans_b else &b[k0, 0], b.shape[1],
               0, &partial[piece, 0, 0], n)
+
+
+def matmul_each(const floating[:, :] a, bint trans_a, Py_ssize_t lda,
+                const floating[:, :, :] b, bint trans_b, Py_ssize_t ldb,
+                floating[:, :, :] c, Py_ssize_t ldc):
+    """c[s] = a b[s] for every s, the samples s split over the threads.
+
+    Unlike the functions above, a, b and c are the operands' own (strided) views:
+    a flag says that a matrix's columns, not its rows, are contiguous, and ld is
+    the stride (elements) between them; c's rows are contiguous. NCHW activations
+    and column blocks are so used in place, without a layout copy.
+    """
+    cdef Py_ssize_t samples = c.shape[0], s
+    cdef int64_t m = c.shape[1], n = c.shape[2], row
+    cdef int64_t k = a.shape[1]   # a is the (m, k) view itself, whichever way it is stored
+    if samples == 0 or m == 0 or n == 0:
+        return
+    for s in prange(samples, nogil=True, schedule="static", use_threads_if=samples > 1):
+        if k == 0:
+            for row in range(m):
+                memset(&c[s, row, 0], 0, n * sizeof(floating))
+        else:
+            _gemm(trans_a, trans_b, m, n, k, &a[0, 0], lda, &b[s, 0, 0], ldb,
+                  0, &c[s, 0, 0], ldc)
+
+
+def matmul_each_sum(const floating[:, :, :] a, bint trans_a, Py_ssize_t lda,
+                    const floating[:, :, :] b, bint trans_b, Py_ssize_t ldb,
+                    floating[:, :, ::1] partial):
+    """partial[p] = sum over the samples s of piece p of a[s] b[s]; the pieces are
+    partial.shape[0] fixed ranges of consecutive samples (the caller adds them up).
+
+    a and b are strided views as in matmul_each.
+    """
+    cdef int pieces = partial.shape[0]
+    cdef Py_ssize_t samples = a.shape[0], size, piece, s, s0, s1
+    cdef int64_t m = partial.shape[1], n = partial.shape[2]
+    cdef int64_t k = a.shape[2]   # a[s] is the (m, k) view itself
+    if m == 0 or n == 0:
+        return
+    size = (samples + pieces - 1) // pieces
+    for piece in prange(pieces, nogil=True, schedule="static", num_threads=pieces,
+                        use_threads_if=pieces > 1):
+        s0 = piece * size
+        s1 = s0 + size
+        if s1 > samples:
+            s1 = samples
+        memset(&partial[piece, 0, 0], 0, m * n * sizeof(floating))
+        if k == 0:
+            continue
+        for s in range(s0, s1):
+            _gemm(trans_a, trans_b, m, n, k, &a[s, 0, 0], lda, &b[s, 0, 0], ldb,
+                  1, &partial[piece, 0, 0], n)

@@ -13,10 +13,13 @@ Each pass is one im2col (or col2im) kernel plus BLAS products. The kernels
 build phi(x)^T (Caffe's layout, see ``im2colnet._kernels.im2col``), so the
 products are computed transposed: Y^T = C^T phi^T is a sample's (K, Ho*Wo)
 slice of the NCHW output, and dphi^T = C dY^T is in the layout col2im reads.
-Small layers (products under SMALL_GEMM_FLOPS) take one product per sample,
-reading and writing the NCHW arrays in place; large ones take one product
-per block of samples, with a copy between the block's (K, nb, Ho*Wo) layout
-and NCHW, because OpenBLAS is more efficient on the larger product.
+The products run one per sample, reading and writing the NCHW arrays in
+place (im2colnet._blas.matmul_each: the samples are split over our threads).
+Only when NumPy's matmul does the products (a BLAS other than NumPy's
+OpenBLAS) do large layers (products over SMALL_GEMM_FLOPS) take one product
+per block of samples instead, with a copy between the block's (K, nb, Ho*Wo)
+layout and NCHW: one large product on the BLAS's threads beats many small
+ones on one thread (see _per_sample).
 
 The column matrix of a whole batch can be large (64 samples of a 64-channel
 3x3 layer at 16x16: 36 MiB in float32), so samples are processed in blocks
@@ -41,7 +44,8 @@ import threading
 
 import numpy as np
 
-from .._blas import SMALL_GEMM_FLOPS, gemm_threads, matmul, threaded_gemm
+from .._blas import (SMALL_GEMM_FLOPS, gemm_threads, matmul, matmul_each, matmul_each_sum,
+                     threaded_gemm)
 from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import conv_direct as _direct
 from .._kernels import im2col as _im2col
@@ -178,10 +182,17 @@ def _column_blocks(x, g):
 
 
 def _per_sample(flops):
-    """One product per sample (straight into/from the NCHW arrays) instead of one per
-    block: for small layers, unless the products run on our own threads, where the
-    block product is split over the threads (see im2colnet._blas.matmul)."""
-    return flops < SMALL_GEMM_FLOPS and not threaded_gemm()
+    """One product per sample, reading and writing the NCHW arrays in place, instead of
+    one product per block and a layout copy?
+
+    Always when the products run on our threads (the samples are split over them;
+    2-core A/B, sample / block, ms: LeNet-5 conv1 forward 0.28 / 0.75, VGG-small's
+    first layer 0.25 / 2.96, VGG 32->32 at 28x28 backward-data 10.7 / 14.2, 128->128
+    at 7x7 forward 9.9 / 9.5, the one case that is no better), else for small layers
+    (NumPy's matmul then runs one product after the other on one BLAS thread, and a
+    large layer's block product is more efficient: VGG 64->64 at 14x14 6.3 / 8.3 ms).
+    """
+    return threaded_gemm() or flops < SMALL_GEMM_FLOPS
 
 
 def _dy_block_t(dy3, n0, nb, i0, i1, g):
@@ -263,9 +274,7 @@ def _forward_im2col(x, wmat, y3, g, per_sample=False):
     """y3 (N, K, Ho*Wo) = C^T phi(x)^T per sample, block by block.
 
     per_sample: one product per sample written straight into y3, instead of one
-    product per block and a layout copy. Faster for small layers (products under
-    SMALL_GEMM_FLOPS: LeNet-5 conv1 0.52 -> 0.43 ms, conv2 0.76 -> 0.63, VGG-small's
-    1->32 layer 1.38 -> 0.51), slower for large ones (VGG 64->64 at 14x14: 6.3 -> 8.3).
+    product per block and a layout copy (see _per_sample for when).
     """
     N, K, P = y3.shape
     if _is_pointwise(g):
@@ -276,7 +285,7 @@ def _forward_im2col(x, wmat, y3, g, per_sample=False):
             y_block = y3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w]
             if per_sample:
                 # Y^T = C^T phi^T of each sample, straight into y
-                np.matmul(wmat, cols_t.reshape(-1, nb, L).transpose(1, 0, 2), out=y_block)
+                matmul_each(wmat, cols_t.reshape(-1, nb, L).transpose(1, 0, 2), y_block)
             else:
                 # Y^T = C^T phi^T for the whole block in one product, then (K, nb, L) -> y
                 y_t = _scratch("y", (K, nb, L), x.dtype)
@@ -323,8 +332,8 @@ def _backward_data_im2col(dy3, wmat_t, dx, g, per_sample=False):
         # layers (as the forward), else one for the whole block (the products of 7x7
         # images have only 49 columns each).
         if per_sample:
-            np.matmul(wmat_t, dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w],
-                      out=dcols_t.reshape(taps, nb, L).transpose(1, 0, 2))
+            matmul_each(wmat_t, dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w],
+                        dcols_t.reshape(taps, nb, L).transpose(1, 0, 2))
         else:
             matmul(wmat_t, _dy_block_t(dy3, n0, nb, i0, i1, g), dcols_t)
         _im2col.col2im_t(dcols_t, dx, n0, *_window(g), i0, i1, g.out_w)
@@ -364,8 +373,8 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
     The product is taken in this orientation, phi^T (taps, pixels) times dY
     (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it 1.2-1.5x faster so
     (VGG 64->64 at 14x14: 6.0 ms against 7.3; 32->32 at 28x28: 7.6 against 11.0).
-    per_sample (small layers, as in the forward): one product per sample, read
-    straight from dy, then their sum (LeNet-5 training +2-4% in A/B runs).
+    per_sample: one product per sample, read straight from dy, summed (see
+    _per_sample for when).
     """
     N, K, P = dy3.shape
     if _is_pointwise(g):
@@ -374,15 +383,12 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
     first = True
     for n0, nb, i0, i1, cols_t in _column_blocks(x, g):
         if per_sample:
-            # phi^T dY of each sample (no copy of dy), then their sum
+            # phi^T dY of each sample (no copy of dy), summed
             L = (i1 - i0) * g.out_w
-            parts = np.matmul(cols_t.reshape(-1, nb, L).transpose(1, 0, 2),
-                              dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w].transpose(0, 2, 1))
-            if first:
-                np.sum(parts, axis=0, out=dC)
-                first = False
-            else:
-                dC += parts.sum(axis=0)
+            matmul_each_sum(cols_t.reshape(-1, nb, L).transpose(1, 0, 2),
+                            dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w].transpose(0, 2, 1),
+                            dC, accumulate=not first)
+            first = False
             continue
         # dC += phi^T dY over the block's pixels, in one product.
         dy_t = _dy_block_t(dy3, n0, nb, i0, i1, g)
