@@ -9,7 +9,7 @@ The same program as ``im2colnet bench`` (see ``im2colnet bench --help``):
 """
 import sys
 
-import im2colnet  # noqa: F401 -- first: sets OMP_WAIT_POLICY before torch's OpenMP loads
+import im2colnet  # noqa: F401 -- first: sets the OpenMP wait policy before torch's OpenMP loads
 from im2colnet import bench
 
 if __name__ == "__main__":

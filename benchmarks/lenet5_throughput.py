@@ -116,8 +116,8 @@ class TorchProcess:
         cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker",
                "--steps", str(args.steps), "--batch-train", str(args.batch_train),
                "--batch-infer", str(args.batch_infer)]
-        # PyTorch starts with the environment as it was before im2colnet's import set
-        # OMP_WAIT_POLICY (passive waiting slowed PyTorch's LeNet-5 training by up to 30%)
+        # PyTorch starts with the environment as it was before im2colnet's import set its
+        # OpenMP wait policy (passive waiting slowed PyTorch's LeNet-5 training by up to 30%)
         from im2colnet import _untuned_environment
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=_untuned_environment())

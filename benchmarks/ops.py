@@ -10,7 +10,8 @@ with and without its prange loop, which shows what the threads bring.
 PyTorch is timed first, in a child process started with the environment as it
 was before im2colnet's import (``im2colnet._untuned_environment``), so its
 OpenMP runs with its own defaults. In this process it would inherit our
-OMP_WAIT_POLICY=PASSIVE: that made its ReLU 2x slower here (0.073-0.088 ms
+OpenMP wait policy: with OMP_WAIT_POLICY=PASSIVE (our setting until the
+products ran on our threads) its ReLU ran 2x slower here (0.073-0.088 ms
 against 0.038 on (64, 16, 28, 28)) and its max-pool backward 1.8x slower.
 
     python benchmarks/ops.py                 # float32, the shapes

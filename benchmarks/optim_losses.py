@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-import im2colnet as inet  # before torch: sets OMP_WAIT_POLICY for our kernels
+import im2colnet as inet  # before torch: sets the OpenMP wait policy for our kernels
 from im2colnet import losses, optim
 
 try:

@@ -510,6 +510,7 @@ def machine_info():
         "platform": platform.platform(), "cpus": os.cpu_count(),
         "blas_threads": blas_threads(),
         "im2colnet_build": build_info(),
+        "products_on_our_threads": _blas.threaded_gemm(),
         "torch": torch_version(),
     }
 
@@ -521,7 +522,8 @@ def format_header(info, dtype):
              else f"torch {info['torch']} (in a child process, as many threads)")
     return (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
             f"{threads}), {torch}, {info['cpus']} CPUs, "
-            f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}")
+            f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}, products on "
+            f"{'our OpenMP threads' if info.get('products_on_our_threads') else 'the BLAS threads'}")
 
 
 def format_layer_table(results, methods=METHODS):
