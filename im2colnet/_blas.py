@@ -258,6 +258,11 @@ def matmul(a, b, out, accumulate=False):
             return out
         partial = numpy.empty((_PIECES, m, n), dtype=out.dtype)
         _gemm_kernel.matmul_split_sum(a_stored, a_t, b_stored, b_t, partial)
+    return _add_pieces(partial, out, accumulate)
+
+
+def _add_pieces(partial, out, accumulate):
+    """out = the sum of the partial results (out += with accumulate), in a fixed order."""
     if accumulate:
         out += partial[0]
     else:
@@ -314,21 +319,14 @@ def matmul_each_sum(a, b, out, accumulate=False):
     order; else np.matmul and a sum.
     """
     if _gemm_kernel is None:
-        total = numpy.matmul(a, b).sum(axis=0)
+        partial = numpy.matmul(a, b).sum(axis=0, keepdims=True)
     else:
         a, a_t, lda = _matrices(a)
         b, b_t, ldb = _matrices(b)
         partial = numpy.empty((_PIECES,) + out.shape, dtype=out.dtype)
         with _one_blas_thread():
             _gemm_kernel.matmul_each_sum(a, a_t, lda, b, b_t, ldb, partial)
-        total = partial[0]
-        for piece in partial[1:]:
-            total += piece
-    if accumulate:
-        out += total
-    else:
-        out[...] = total
-    return out
+    return _add_pieces(partial, out, accumulate)
 
 
 # ------------------------------------------ when a kernel is worth our threads

@@ -72,6 +72,13 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int64_t m, int64_t n, int64_t
                m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
 
 
+cdef inline Py_ssize_t _piece_end(Py_ssize_t start, Py_ssize_t size, Py_ssize_t total) noexcept nogil:
+    # The end of the piece [start, start + size) of [0, total): the last piece is shorter.
+    # (A function that wrote start and end through pointers would make prange treat
+    # them as shared between the threads: each thread must assign its own.)
+    return start + size if start + size < total else total
+
+
 def matmul_split_columns(const floating[:, ::1] a, bint trans_a, const floating[:, ::1] b,
                          bint trans_b, floating[:, ::1] c, bint accumulate, int pieces):
     """c (+)= op(a) op(b), the columns of c cut into `pieces` ranges, one per thread.
@@ -80,7 +87,8 @@ def matmul_split_columns(const floating[:, ::1] a, bint trans_a, const floating[
     """
     cdef int64_t m = c.shape[0], n = c.shape[1]
     cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef int64_t width, piece, n0, n1, row
+    cdef Py_ssize_t width, piece, n0, n1
+    cdef int64_t row
     cdef floating beta = 1 if accumulate else 0
     if m == 0 or n == 0:
         return
@@ -89,9 +97,7 @@ def matmul_split_columns(const floating[:, ::1] a, bint trans_a, const floating[
     for piece in prange(pieces, nogil=True, schedule="static", num_threads=pieces,
                         use_threads_if=pieces > 1):
         n0 = piece * width
-        n1 = n0 + width
-        if n1 > n:
-            n1 = n
+        n1 = _piece_end(n0, width, n)
         if n1 <= n0:
             continue
         if k == 0:  # an empty sum: c = beta c
@@ -115,16 +121,14 @@ def matmul_split_sum(const floating[:, ::1] a, bint trans_a, const floating[:, :
     cdef int pieces = partial.shape[0]
     cdef int64_t m = partial.shape[1], n = partial.shape[2]
     cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef int64_t depth, piece, k0, k1
+    cdef Py_ssize_t depth, piece, k0, k1
     if m == 0 or n == 0:
         return
     depth = (k + pieces - 1) // pieces
     for piece in prange(pieces, nogil=True, schedule="static", num_threads=pieces,
                         use_threads_if=pieces > 1):
         k0 = piece * depth
-        k1 = k0 + depth
-        if k1 > k:
-            k1 = k
+        k1 = _piece_end(k0, depth, k)
         if k1 <= k0:  # nothing of the sum falls in this piece
             memset(&partial[piece, 0, 0], 0, m * n * sizeof(floating))
             continue
@@ -176,11 +180,9 @@ def matmul_each_sum(const floating[:, :, :] a, bint trans_a, Py_ssize_t lda,
     size = (samples + pieces - 1) // pieces
     for piece in prange(pieces, nogil=True, schedule="static", num_threads=pieces,
                         use_threads_if=pieces > 1):
-        s0 = piece * size
-        s1 = s0 + size
-        if s1 > samples:
-            s1 = samples
         memset(&partial[piece, 0, 0], 0, m * n * sizeof(floating))
+        s0 = piece * size
+        s1 = _piece_end(s0, size, samples)
         if k == 0:
             continue
         for s in range(s0, s1):
