@@ -138,7 +138,8 @@ def test_without_the_kernel_matmul_falls_back_to_numpy(monkeypatch):
     from im2colnet.functional import conv
     monkeypatch.setattr(_blas, "_gemm_kernel", None)
     assert not _blas.threaded_gemm()
-    assert conv._per_sample(_blas.SMALL_GEMM_FLOPS / 2)
+    assert conv._per_sample(_blas.SMALL_GEMM_FLOPS / 2, 1)
+    assert not conv._per_sample(_blas.SMALL_GEMM_FLOPS * 2, 10 ** 6, weights=True)
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal((4, 9)), rng.standard_normal((9, 3))
     out = np.ones((4, 3))

@@ -181,18 +181,31 @@ def _column_blocks(x, g):
         yield n0, nb, i0, i1, cols_t
 
 
-def _per_sample(flops):
+# With the products on our threads, a sample's product is worth its own BLAS call
+# from this many output pixels on (see _per_sample).
+PER_SAMPLE_MIN_PIXELS = 64
+
+
+def _per_sample(flops, pixels, weights=False):
     """One product per sample, reading and writing the NCHW arrays in place, instead of
     one product per block and a layout copy?
 
-    Always when the products run on our threads (the samples are split over them;
-    2-core A/B, sample / block, ms: LeNet-5 conv1 forward 0.28 / 0.75, VGG-small's
-    first layer 0.25 / 2.96, VGG 32->32 at 28x28 backward-data 10.7 / 14.2, 128->128
-    at 7x7 forward 9.9 / 9.5, the one case that is no better), else for small layers
-    (NumPy's matmul then runs one product after the other on one BLAS thread, and a
-    large layer's block product is more efficient: VGG 64->64 at 14x14 6.3 / 8.3 ms).
+    flops: the layer's products; pixels: output pixels per sample; weights: for the
+    weight gradient. 2-core A/B runs, sample / block, ms:
+    - Products on our threads (the samples split over them): per sample from
+      PER_SAMPLE_MIN_PIXELS output pixels, and always for the weight gradient.
+      LeNet-5 conv1 forward 0.28 / 0.75, VGG-small's first layer 0.25 / 2.96, VGG
+      32->32 at 28x28 backward-data 10.7 / 14.2, 64->64 at 14x14 a tie; at 7x7
+      (49 pixels) the products get too thin: 128->128 forward 7.9 / 7.0,
+      backward-data 7.3 / 6.4, but weight gradient 7.4 / 7.9.
+    - Products through NumPy's matmul (another BLAS), one after the other on one
+      BLAS thread: per sample only for small layers (under SMALL_GEMM_FLOPS); a
+      large layer's block product runs on the BLAS's threads (64->64 at 14x14:
+      6.3 / 8.3).
     """
-    return threaded_gemm() or flops < SMALL_GEMM_FLOPS
+    if threaded_gemm():
+        return weights or pixels >= PER_SAMPLE_MIN_PIXELS
+    return flops < SMALL_GEMM_FLOPS
 
 
 def _dy_block_t(dy3, n0, nb, i0, i1, g):
@@ -264,7 +277,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
         y3 = y.reshape(N, K, P)
         flops = 2.0 * N * P * wmat.size
         with gemm_threads(flops):
-            _forward_im2col(x, wmat, y3, g, per_sample=_per_sample(flops))
+            _forward_im2col(x, wmat, y3, g, per_sample=_per_sample(flops, P))
     if b is not None:
         y += b.reshape(K, 1, 1)
     return y
@@ -314,7 +327,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
     with gemm_threads(flops):
-        _backward_data_im2col(dy.reshape(N, K, P), wmat_t, dx, g, per_sample=_per_sample(flops))
+        _backward_data_im2col(dy.reshape(N, K, P), wmat_t, dx, g, per_sample=_per_sample(flops, P))
     return dx
 
 
@@ -363,7 +376,8 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)
     flops = 2.0 * N * P * dC.size
     with gemm_threads(flops):
-        _backward_weights_im2col(dy.reshape(N, K, P), x, dC, g, per_sample=_per_sample(flops))
+        _backward_weights_im2col(dy.reshape(N, K, P), x, dC, g,
+                                 per_sample=_per_sample(flops, P, weights=True))
     return np.ascontiguousarray(dC.T).reshape(shape), db
 
 
