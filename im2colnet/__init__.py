@@ -44,8 +44,11 @@ from ._check_build import import_kernels as _import_kernels
 _import_kernels()
 
 from ._blas import enable_threaded_gemm as _enable_threaded_gemm  # noqa: E402
+from ._blas import one_thread_in_forked_children as _one_thread_in_forked_children  # noqa: E402
 
 _enable_threaded_gemm()
+# A forked child (multiprocessing on Linux) would hang at its first parallel kernel.
+_one_thread_in_forked_children()
 
 from . import functional  # noqa: E402
 from . import functional as F  # noqa: E402

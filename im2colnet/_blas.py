@@ -41,7 +41,7 @@ import numpy  # noqa: F401  (loads NumPy's BLAS before we look for it)
 __all__ = ["gemm_threads", "SMALL_GEMM_FLOPS", "blas_info", "quiet_idle_threads",
            "IDLE_TIMEOUT_LOG2", "matmul", "threaded_gemm", "enable_threaded_gemm",
            "THREADED_GEMM_POSSIBLE", "threads_worth", "parallel_min_work", "matmul_each",
-           "matmul_each_sum"]
+           "matmul_each_sum", "one_thread_in_forked_children"]
 
 SMALL_GEMM_FLOPS = 3e8
 
@@ -355,3 +355,44 @@ def parallel_min_work():
 def threads_worth(work):
     """Should a kernel with this much work (elements, counted once per pass) use threads?"""
     return work >= parallel_min_work()
+
+
+# ------------------------------------------------------------ forked children
+
+def _gnu_openmp_set_num_threads():
+    """omp_set_num_threads of the GNU OpenMP runtime this process loaded, or None."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({line.split()[-1] for line in fh if "libgomp" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            function = ctypes.CDLL(path).omp_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        function.argtypes, function.restype = [ctypes.c_int], None
+        return function
+    return None
+
+
+def _one_thread_after_fork(set_openmp_threads):
+    global _PIECES
+    _PIECES = 1
+    set_openmp_threads(1)
+
+
+def one_thread_in_forked_children():
+    """A child process forked after our kernels ran (multiprocessing's default on
+    Linux) runs them on one thread.
+
+    GNU OpenMP does not survive fork: the child inherits the parent's thread
+    pool without its threads, and its first parallel region for more than one
+    thread waits forever for them. With one thread no region needs the pool.
+    Returns True when the handler is installed (GNU OpenMP found).
+    """
+    set_openmp_threads = _gnu_openmp_set_num_threads()
+    if set_openmp_threads is None or not hasattr(os, "register_at_fork"):
+        return False
+    os.register_at_fork(after_in_child=functools.partial(_one_thread_after_fork, set_openmp_threads))
+    return True

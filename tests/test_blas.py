@@ -230,3 +230,33 @@ def test_matmul_each_refuses_an_out_it_would_have_to_copy():
     out = np.zeros((2, 3, 8))[:, :, ::2]
     with pytest.raises(ValueError, match="out"):
         _blas.matmul_each(np.ones((3, 5)), np.ones((2, 5, 4)), out)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_after_the_kernels_ran_does_not_hang():
+    """GNU OpenMP's thread pool does not survive fork; the child runs on one thread
+    (convolution, ReLU, pooling, products) and gives the parent's numbers."""
+    import subprocess
+    import sys
+    code = """
+import os, numpy as np
+import im2colnet
+from im2colnet import functional as F
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 8, 20, 20)).astype(np.float32)
+w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+def work():
+    y = F.conv2d_forward(x, w, padding=1)
+    dw, _ = F.conv2d_backward_weights(y, x, w.shape, padding=1)
+    return F.maxpool2d_forward(F.relu_forward(y), 2)[0].sum() + dw.sum()
+expected = work()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.isclose(work(), expected, rtol=1e-4) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), float(work()) == float(expected))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "True"]
