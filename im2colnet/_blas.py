@@ -223,55 +223,6 @@ def threaded_gemm():
     return _gemm_kernel is not None
 
 
-def _stored(a):
-    """(C-contiguous array holding a, True if a is its transpose)."""
-    if a.flags.c_contiguous:
-        return a, False
-    if a.T.flags.c_contiguous:
-        return a.T, True
-    return numpy.ascontiguousarray(a), False
-
-
-def matmul(a, b, out, accumulate=False):
-    """out = a @ b (out += a @ b with accumulate), returns out.
-
-    a (m, k), b (k, n): 2-D arrays of out's float dtype, C-contiguous or transposed
-    views of such; out (m, n) C-contiguous. With threaded_gemm(), the product is cut
-    into one piece per thread (by columns of out, or for a narrow result along k, the
-    pieces then added up in a fixed order), each piece one single-threaded BLAS call
-    on an OpenMP thread; else it is np.matmul, on as many BLAS threads as the
-    caller's gemm_threads() window allows.
-    """
-    if _gemm_kernel is None:  # the caller chose the BLAS's thread count (gemm_threads)
-        if accumulate:
-            out += a @ b
-        else:
-            numpy.matmul(a, b, out=out)
-        return out
-    m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    a_stored, a_t = _stored(a)
-    b_stored, b_t = _stored(b)
-    with _one_blas_thread():
-        if n >= _PIECES * _MIN_COLUMNS_PER_PIECE or k < n:
-            _gemm_kernel.matmul_split_columns(a_stored, a_t, b_stored, b_t, out, accumulate,
-                                              _PIECES)
-            return out
-        partial = numpy.empty((_PIECES, m, n), dtype=out.dtype)
-        _gemm_kernel.matmul_split_sum(a_stored, a_t, b_stored, b_t, partial)
-    return _add_pieces(partial, out, accumulate)
-
-
-def _add_pieces(partial, out, accumulate):
-    """out = the sum of the partial results (out += with accumulate), in a fixed order."""
-    if accumulate:
-        out += partial[0]
-    else:
-        out[...] = partial[0]
-    for piece in partial[1:]:
-        out += piece
-    return out
-
-
 def _matrices(x):
     """How BLAS reads the matrices x[..., :, :] in place: (x, transposed, row stride in
     elements) when the rows (or, transposed, the columns) of every matrix are
@@ -287,6 +238,45 @@ def _matrices(x):
         if row_step in (None, 1) and (col_step is None or col_step >= rows):
             return x, True, max(1, rows, col_step or 1)
     return numpy.ascontiguousarray(x), False, max(1, cols)
+
+
+def matmul(a, b, out, accumulate=False):
+    """out = a @ b (out += a @ b with accumulate), returns out.
+
+    a (m, k), b (k, n): 2-D arrays of out's float dtype (any strides: see _matrices);
+    out (m, n) C-contiguous. With threaded_gemm(), the product is cut
+    into one piece per thread (by columns of out, or for a narrow result along k, the
+    pieces then added up in a fixed order), each piece one single-threaded BLAS call
+    on an OpenMP thread; else it is np.matmul, on as many BLAS threads as the
+    caller's gemm_threads() window allows.
+    """
+    if _gemm_kernel is None:  # the caller chose the BLAS's thread count (gemm_threads)
+        if accumulate:
+            out += a @ b
+        else:
+            numpy.matmul(a, b, out=out)
+        return out
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    a, a_t, lda = _matrices(a)
+    b, b_t, ldb = _matrices(b)
+    with _one_blas_thread():
+        if n >= _PIECES * _MIN_COLUMNS_PER_PIECE or k < n:
+            _gemm_kernel.matmul_split_columns(a, a_t, lda, b, b_t, ldb, out, accumulate, _PIECES)
+            return out
+        partial = numpy.empty((_PIECES, m, n), dtype=out.dtype)
+        _gemm_kernel.matmul_split_sum(a, a_t, lda, b, b_t, ldb, partial)
+    return _add_pieces(partial, out, accumulate)
+
+
+def _add_pieces(partial, out, accumulate):
+    """out = the sum of the partial results (out += with accumulate), in a fixed order."""
+    if accumulate:
+        out += partial[0]
+    else:
+        out[...] = partial[0]
+    for piece in partial[1:]:
+        out += piece
+    return out
 
 
 def matmul_each(a, b, out):

@@ -15,12 +15,16 @@ The BLAS functions are found at run time in the OpenBLAS that NumPy loaded
 interface (64-bit integer arguments, the ``...64_`` symbols NumPy's wheels
 ship) is used; without it nothing is registered and the callers use np.matmul.
 
-Arrays are row-major. A product ``C = op(A) op(B)`` is described by the
-C-contiguous arrays that hold A and B and two flags: ``trans`` means the
-operand is the transpose of the stored array (a transposed view in NumPy).
+Each operand is passed as its own (m, k) or (k, n) view, whatever its strides,
+with how BLAS reads it: ``trans`` false when its rows are contiguous, true
+when its columns are (a transposed array, read as the transpose of a row-major
+matrix), and ``ld`` the stride in elements between those rows or columns.
+Indexing the view then gives the address of any piece: ``&b[0, n0]`` is where
+columns n0.. start, however b is stored. Results are C-contiguous (rows
+contiguous, also inside a bigger array for matmul_each).
 
-These functions trust their arguments: call them through
-:func:`im2colnet._blas.matmul`, which checks shapes, dtypes and layouts first.
+These functions trust their arguments: call them through :mod:`im2colnet._blas`
+(matmul, matmul_each, matmul_each_sum), which checks layouts first.
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
@@ -79,14 +83,11 @@ cdef inline Py_ssize_t _piece_end(Py_ssize_t start, Py_ssize_t size, Py_ssize_t 
     return start + size if start + size < total else total
 
 
-def matmul_split_columns(const floating[:, ::1] a, bint trans_a, const floating[:, ::1] b,
-                         bint trans_b, floating[:, ::1] c, bint accumulate, int pieces):
-    """c (+)= op(a) op(b), the columns of c cut into `pieces` ranges, one per thread.
-
-    op(a) is (m, k) and op(b) is (k, n) for c of shape (m, n).
-    """
-    cdef int64_t m = c.shape[0], n = c.shape[1]
-    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+def matmul_split_columns(const floating[:, :] a, bint trans_a, Py_ssize_t lda,
+                         const floating[:, :] b, bint trans_b, Py_ssize_t ldb,
+                         floating[:, ::1] c, bint accumulate, int pieces):
+    """c (+)= a b, the columns of c cut into `pieces` ranges, one per thread."""
+    cdef int64_t m = c.shape[0], n = c.shape[1], k = a.shape[1]
     cdef Py_ssize_t width, piece, n0, n1
     cdef int64_t row
     cdef floating beta = 1 if accumulate else 0
@@ -105,22 +106,20 @@ def matmul_split_columns(const floating[:, ::1] a, bint trans_a, const floating[
                 for row in range(m):
                     memset(&c[row, n0], 0, (n1 - n0) * sizeof(floating))
             continue
-        # columns n0..n1 of op(b): b[:, n0] onwards, or rows n0.. of the stored b^T
-        _gemm(trans_a, trans_b, m, n1 - n0, k, &a[0, 0], a.shape[1],
-              &b[n0, 0] if trans_b else &b[0, n0], b.shape[1],
+        _gemm(trans_a, trans_b, m, n1 - n0, k, &a[0, 0], lda, &b[0, n0], ldb,
               beta, &c[0, n0], c.shape[1])
 
 
-def matmul_split_sum(const floating[:, ::1] a, bint trans_a, const floating[:, ::1] b,
-                     bint trans_b, floating[:, :, ::1] partial):
-    """partial[p] = op(a)[:, K_p] op(b)[K_p, :] for `pieces` = partial.shape[0] ranges K_p
-    of the inner dimension; the caller adds the pieces up (their sum is op(a) op(b)).
+def matmul_split_sum(const floating[:, :] a, bint trans_a, Py_ssize_t lda,
+                     const floating[:, :] b, bint trans_b, Py_ssize_t ldb,
+                     floating[:, :, ::1] partial):
+    """partial[p] = a[:, K_p] b[K_p, :] for `pieces` = partial.shape[0] ranges K_p of the
+    inner dimension; the caller adds the pieces up (their sum is a b).
 
     For products with a long inner dimension and a small result (a weight gradient).
     """
     cdef int pieces = partial.shape[0]
-    cdef int64_t m = partial.shape[1], n = partial.shape[2]
-    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t m = partial.shape[1], n = partial.shape[2], k = a.shape[1]
     cdef Py_ssize_t depth, piece, k0, k1
     if m == 0 or n == 0:
         return
@@ -132,10 +131,7 @@ def matmul_split_sum(const floating[:, ::1] a, bint trans_a, const floating[:, :
         if k1 <= k0:  # nothing of the sum falls in this piece
             memset(&partial[piece, 0, 0], 0, m * n * sizeof(floating))
             continue
-        # inner range k0..k1: columns of a (rows of the stored a^T), rows of b (columns of b^T)
-        _gemm(trans_a, trans_b, m, n, k1 - k0,
-              &a[k0, 0] if trans_a else &a[0, k0], a.shape[1],
-              &b[0, k0] if trans_b else &b[k0, 0], b.shape[1],
+        _gemm(trans_a, trans_b, m, n, k1 - k0, &a[0, k0], lda, &b[k0, 0], ldb,
               0, &partial[piece, 0, 0], n)
 
 
@@ -144,14 +140,12 @@ def matmul_each(const floating[:, :] a, bint trans_a, Py_ssize_t lda,
                 floating[:, :, :] c, Py_ssize_t ldc):
     """c[s] = a b[s] for every s, the samples s split over the threads.
 
-    Unlike the functions above, a, b and c are the operands' own (strided) views:
-    a flag says that a matrix's columns, not its rows, are contiguous, and ld is
-    the stride (elements) between them; c's rows are contiguous. NCHW activations
-    and column blocks are so used in place, without a layout copy.
+    c's rows are contiguous with stride ldc: NCHW activations and column blocks are
+    read and written in place, without a layout copy.
     """
     cdef Py_ssize_t samples = c.shape[0], s
     cdef int64_t m = c.shape[1], n = c.shape[2], row
-    cdef int64_t k = a.shape[1]   # a is the (m, k) view itself, whichever way it is stored
+    cdef int64_t k = a.shape[1]
     if samples == 0 or m == 0 or n == 0:
         return
     for s in prange(samples, nogil=True, schedule="static", use_threads_if=samples > 1):
@@ -169,12 +163,11 @@ def matmul_each_sum(const floating[:, :, :] a, bint trans_a, Py_ssize_t lda,
     """partial[p] = sum over the samples s of piece p of a[s] b[s]; the pieces are
     partial.shape[0] fixed ranges of consecutive samples (the caller adds them up).
 
-    a and b are strided views as in matmul_each.
     """
     cdef int pieces = partial.shape[0]
     cdef Py_ssize_t samples = a.shape[0], size, piece, s, s0, s1
     cdef int64_t m = partial.shape[1], n = partial.shape[2]
-    cdef int64_t k = a.shape[2]   # a[s] is the (m, k) view itself
+    cdef int64_t k = a.shape[2]
     if m == 0 or n == 0:
         return
     size = (samples + pieces - 1) // pieces
