@@ -41,7 +41,8 @@ import numpy  # noqa: F401  (loads NumPy's BLAS before we look for it)
 __all__ = ["gemm_threads", "SMALL_GEMM_FLOPS", "blas_info", "quiet_idle_threads",
            "IDLE_TIMEOUT_LOG2", "matmul", "threaded_gemm", "enable_threaded_gemm",
            "THREADED_GEMM_POSSIBLE", "threads_worth", "parallel_min_work", "matmul_each",
-           "matmul_each_sum", "one_thread_in_forked_children"]
+           "matmul_each_sum", "one_thread_in_forked_children", "thread_count",
+           "set_thread_count"]
 
 SMALL_GEMM_FLOPS = 3e8
 
@@ -349,8 +350,14 @@ def threads_worth(work):
 
 # ------------------------------------------------------------ forked children
 
+_gnu_omp_set_num_threads = None   # found once GNU OpenMP is loaded (with our kernels)
+
+
 def _gnu_openmp_set_num_threads():
     """omp_set_num_threads of the GNU OpenMP runtime this process loaded, or None."""
+    global _gnu_omp_set_num_threads
+    if _gnu_omp_set_num_threads is not None:
+        return _gnu_omp_set_num_threads
     try:
         with open("/proc/self/maps") as fh:
             paths = sorted({line.split()[-1] for line in fh if "libgomp" in line})
@@ -362,14 +369,24 @@ def _gnu_openmp_set_num_threads():
         except (OSError, AttributeError):
             continue
         function.argtypes, function.restype = [ctypes.c_int], None
+        _gnu_omp_set_num_threads = function
         return function
     return None
 
 
-def _one_thread_after_fork(set_openmp_threads):
+def thread_count():
+    """The threads our products are split over (and our kernels use, see set_thread_count)."""
+    return _PIECES
+
+
+def set_thread_count(n):
+    """Run our products and kernels on n threads from now on (the kernels through GNU
+    OpenMP's omp_set_num_threads; another OpenMP runtime keeps OMP_NUM_THREADS)."""
     global _PIECES
-    _PIECES = 1
-    set_openmp_threads(1)
+    _PIECES = max(1, int(n))
+    set_openmp_threads = _gnu_openmp_set_num_threads()
+    if set_openmp_threads is not None:
+        set_openmp_threads(_PIECES)
 
 
 def one_thread_in_forked_children():
@@ -381,8 +398,7 @@ def one_thread_in_forked_children():
     thread waits forever for them. With one thread no region needs the pool.
     Returns True when the handler is installed (GNU OpenMP found).
     """
-    set_openmp_threads = _gnu_openmp_set_num_threads()
-    if set_openmp_threads is None or not hasattr(os, "register_at_fork"):
+    if _gnu_openmp_set_num_threads() is None or not hasattr(os, "register_at_fork"):
         return False
-    os.register_at_fork(after_in_child=functools.partial(_one_thread_after_fork, set_openmp_threads))
+    os.register_at_fork(after_in_child=functools.partial(set_thread_count, 1))
     return True

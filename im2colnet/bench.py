@@ -166,16 +166,19 @@ def peak_rss_mib():
 
 
 def blas_threads():
-    """The number of threads NumPy's OpenBLAS uses now (None when it cannot be found)."""
-    return blas_info()["threads"]
+    """The threads our products run on now: ours (im2colnet._blas.matmul) or, when the
+    products go through np.matmul, NumPy's OpenBLAS's (None when it cannot be found)."""
+    return _blas.thread_count() if _blas.threaded_gemm() else blas_info()["threads"]
 
 
 def set_blas_threads(n):
-    """Make NumPy's OpenBLAS use n threads from now on (its products below the engine's
-    small-product threshold still run on one); False when OpenBLAS cannot be found."""
+    """Run the products, and our kernels, on n threads from now on: NumPy's OpenBLAS
+    (its products below the engine's small-product threshold still run on one) and
+    our OpenMP threads. False when OpenBLAS cannot be found."""
     if _blas._OPENBLAS is None:
         return False
     _blas._OPENBLAS[0](n)
+    _blas.set_thread_count(n)
     return True
 
 
@@ -629,8 +632,8 @@ def add_arguments(parser):
                         help="also draw time per shape for each method (needs matplotlib)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="threads of NumPy's BLAS and of PyTorch (default: the BLAS's "
-                             "own; our OpenMP kernels follow OMP_NUM_THREADS). On a busy shared "
+                        help="threads of the products and our kernels, and of PyTorch "
+                             "(default: OMP_NUM_THREADS or the usable CPUs). On a busy shared "
                              "machine --threads 1 gives steadier figures")
 
 

@@ -98,7 +98,7 @@ def score_pretrained(data, out):
 
 
 def quick_bench(out):
-    """`im2colnet bench --quick --threads 1`: one BLAS thread gives steady figures on a
+    """`im2colnet bench --quick --threads 1`: one thread gives steady figures on a
     shared machine (see the README); the rest of the demo keeps the default."""
     from . import bench
     parser = argparse.ArgumentParser()

@@ -260,3 +260,26 @@ print(os.waitstatus_to_exitcode(status), float(work()) == float(expected))
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "True"]
+
+
+def test_the_thread_count_can_be_set_and_results_stay_right():
+    """set_thread_count (bench --threads) changes how many pieces a product is cut into;
+    the products stay right on one thread and on three."""
+    before = _blas.thread_count()
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((40, 300))
+    b = rng.standard_normal((300, 500))
+    c = rng.standard_normal((300, 7))
+    try:
+        for n in (1, 3):
+            _blas.set_thread_count(n)
+            assert _blas.thread_count() == n
+            np.testing.assert_allclose(_blas.matmul(a, b, np.empty((40, 500))), a @ b, rtol=1e-12)
+            np.testing.assert_allclose(_blas.matmul(a, c, np.empty((40, 7))), a @ c, rtol=1e-12)
+            np.testing.assert_allclose(_blas.matmul_each_sum(b.reshape(3, 100, 500), b.reshape(3, 500, 100),
+                                                             np.empty((100, 100))),
+                                       np.matmul(b.reshape(3, 100, 500), b.reshape(3, 500, 100)).sum(0),
+                                       rtol=1e-12, atol=1e-10)
+    finally:
+        _blas.set_thread_count(before)
+    assert _blas.thread_count() == before
