@@ -291,7 +291,7 @@ def _forward_im2col(x, wmat, y3, g, per_sample=False):
     """
     N, K, P = y3.shape
     if _is_pointwise(g):
-        np.matmul(wmat, x.reshape(N, -1, P), out=y3)
+        matmul_each(wmat, x.reshape(N, -1, P), y3)
     else:
         for n0, nb, i0, i1, cols_t in _column_blocks(x, g):
             L = (i1 - i0) * g.out_w
@@ -335,15 +335,14 @@ def _backward_data_im2col(dy3, wmat_t, dx, g, per_sample=False):
     """dx = col2im(dY C^T), block by block; dy3 is (N, K, Ho*Wo)."""
     N, K, P = dy3.shape
     if _is_pointwise(g):
-        np.matmul(wmat_t, dy3, out=dx.reshape(N, -1, P))
+        matmul_each(wmat_t, dy3, dx.reshape(N, -1, P))
         return
     taps = wmat_t.shape[0]
     for n0, nb, i0, i1 in _blocks(N, taps, g, dy3.itemsize):
         L = (i1 - i0) * g.out_w
         dcols_t = _scratch("cols", (taps, nb * L), dy3.dtype)
-        # dphi^T = C dY^T, in the layout col2im reads: one product per sample for small
-        # layers (as the forward), else one for the whole block (the products of 7x7
-        # images have only 49 columns each).
+        # dphi^T = C dY^T, in the layout col2im reads: one product per sample, or one
+        # for the whole block (see _per_sample)
         if per_sample:
             matmul_each(wmat_t, dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w],
                         dcols_t.reshape(taps, nb, L).transpose(1, 0, 2))
@@ -392,7 +391,7 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
     """
     N, K, P = dy3.shape
     if _is_pointwise(g):
-        np.copyto(dC, np.tensordot(x.reshape(N, -1, P), dy3, axes=([0, 2], [0, 2])))
+        matmul_each_sum(x.reshape(N, -1, P), dy3.transpose(0, 2, 1), dC)
         return
     first = True
     for n0, nb, i0, i1, cols_t in _column_blocks(x, g):
@@ -402,9 +401,7 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
             matmul_each_sum(cols_t.reshape(-1, nb, L).transpose(1, 0, 2),
                             dy3[n0:n0 + nb, :, i0 * g.out_w:i1 * g.out_w].transpose(0, 2, 1),
                             dC, accumulate=not first)
-            first = False
-            continue
-        # dC += phi^T dY over the block's pixels, in one product.
-        dy_t = _dy_block_t(dy3, n0, nb, i0, i1, g)
-        matmul(cols_t, dy_t.T, dC, accumulate=not first)
+        else:
+            # phi^T dY over the block's pixels, in one product
+            matmul(cols_t, _dy_block_t(dy3, n0, nb, i0, i1, g).T, dC, accumulate=not first)
         first = False
