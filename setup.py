@@ -108,9 +108,12 @@ setup(
     packages=[
         "im2colnet",
         "im2colnet._kernels",
+        "im2colnet.runtime",
         "im2colnet.functional",
         "im2colnet.layers",
+        "im2colnet.training",
         "im2colnet.models",
+        "im2colnet.apps",
     ],
     # The model zoo lives in the top-level models/ folder of the repository.
     package_dir={"im2colnet.models": "models"},

@@ -10,7 +10,7 @@ The same program as ``im2colnet bench`` (see ``im2colnet bench --help``):
 import sys
 
 import im2colnet  # noqa: F401 -- first: sets the OpenMP wait policy before torch's OpenMP loads
-from im2colnet import bench
+from im2colnet.apps import bench
 
 if __name__ == "__main__":
     sys.exit(bench.main(prog="python benchmarks/conv_bench.py"))

@@ -11,7 +11,7 @@ the code) and times it against ours:
 import sys
 
 import im2colnet  # noqa: F401 -- first: sets the OpenMP wait policy before any other OpenMP runtime
-from im2colnet import bench
+from im2colnet.apps import bench
 from im2colnet.numpy_im2col import (col2im, conv2d_backward_data,  # noqa: F401 -- re-exported
                                     conv2d_backward_weights, conv2d_forward, im2col)
 

@@ -1,7 +1,27 @@
-"""im2colnet: convolutional networks on the CPU, im2col + GEMM with Cython kernels."""
-__version__ = "0.1.0"
+"""im2colnet: convolutional networks on the CPU, im2col + GEMM with Cython kernels.
 
+The package in layers, lowest first; a module imports only from below it (or from its
+own package), never inside a function (tests/test_import_order.py checks this):
+
+    _kernels          the compiled Cython loops (one file per kernel family)
+    _check_build      imports the kernels, or says how to build them; build_info()
+    _checks           argument validation at the Python boundary
+    runtime/          BLAS discovery, products on our threads, thread counts, tuning
+    functional/       the operations (reference.py and numpy_im2col.py: the two
+                      independent references; info.py, datasets.py beside them)
+    layers/           thin layer objects, one file per functional file of the same name
+    losses, optim     objective functions and optimizers
+    model             Model: the stack of layers, inference, evaluation, summary, config
+    training/         the fit loop, callbacks, progress bar, Ctrl-C between steps
+    serialization     the HDF5 model file (save_model, read_model)
+    sequential        the public Sequential = Model + fit + save; load_model
+    models/           the zoo (lenet5, vgg_small), installed as im2colnet.models
+    this file         the public namespace
+    apps/             the im2colnet command (cli), its demo and bench, the PyTorch peer
+"""
 import os as _os
+
+from ._version import __version__  # noqa: F401
 
 # What the process environment held before this import set anything in it
 # (see below), so that a peer library's child process can start without our
@@ -9,7 +29,10 @@ import os as _os
 _ENV_BEFORE = {name: _os.environ.get(name) for name in
                ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")}
 
-from ._blas import THREADED_GEMM_POSSIBLE as _THREADED_GEMM_POSSIBLE  # noqa: E402
+from .runtime.blas import _OPENBLAS, cblas_gemm_addresses  # noqa: E402
+
+_THREADED_GEMM_POSSIBLE = (_OPENBLAS is not None and cblas_gemm_addresses() is not None
+                           and _os.environ.get("IM2COLNET_THREADED_GEMM", "1").strip() != "0")
 
 # How idle OpenMP threads wait; it must be set before the OpenMP runtime starts,
 # and a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
@@ -28,23 +51,21 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
 
 # Freed activations stay in the heap, so the next step does not fault in fresh
 # pages (see _malloc.py; IM2COLNET_MALLOC_TUNING=0 turns this off).
-from ._malloc import tune_malloc as _tune_malloc
+from .runtime.malloc import tune_malloc as _tune_malloc
 
 _tune_malloc()
 
 # OpenBLAS's idle threads sleep right after a product instead of spinning for
 # ~0.1 s against our kernels (see _blas.py; OPENBLAS_THREAD_TIMEOUT=28 keeps
 # OpenBLAS's default).
-from ._blas import quiet_idle_threads as _quiet_idle_threads
+from .runtime.blas import quiet_idle_threads as _quiet_idle_threads
 
 _quiet_idle_threads()
 
-from ._check_build import import_kernels as _import_kernels
+from ._check_build import build_info  # noqa: E402,F401  (imports the kernels, or says how to build them)
 
-_import_kernels()
-
-from ._blas import enable_threaded_gemm as _enable_threaded_gemm  # noqa: E402
-from ._blas import one_thread_in_forked_children as _one_thread_in_forked_children  # noqa: E402
+from .runtime.gemm import enable_threaded_gemm as _enable_threaded_gemm  # noqa: E402
+from .runtime.threads import one_thread_in_forked_children as _one_thread_in_forked_children  # noqa: E402
 
 _enable_threaded_gemm()
 # A forked child (multiprocessing on Linux) would hang at its first parallel kernel.
@@ -52,15 +73,18 @@ _one_thread_in_forked_children()
 
 from . import functional  # noqa: E402
 from . import functional as F  # noqa: E402
-from . import layers, losses, optim, info, datasets  # noqa: E402
+from . import layers, losses, optim, info, datasets, training  # noqa: E402
 from .layers import *  # noqa: E402,F401,F403
-from .serialization import ModelFormatError, load_model  # noqa: E402,F401
+from .training import Callback, History, LambdaCallback, EarlyStopping, ModelCheckpoint  # noqa: E402
+from .serialization import ModelFormatError  # noqa: E402,F401
+from .sequential import Sequential, load_model  # noqa: E402
+from . import models  # noqa: E402,F401
 
-
-def build_info():
-    """How the compiled kernels were built: {'openmp': bool, 'boundscheck': bool}."""
-    from . import _build_config
-    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK}
+# API section 2 names im2colnet.layers.Sequential and the callbacks: the same objects,
+# offered there too (they live above the layers, so the layers package cannot import them).
+for _name in ("Sequential", "Callback", "History", "LambdaCallback", "EarlyStopping",
+              "ModelCheckpoint"):
+    setattr(layers, _name, globals()[_name])
 
 
 def _untuned_environment():

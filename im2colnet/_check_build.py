@@ -1,4 +1,9 @@
-"""Turn a missing or stale compiled extension into an ImportError that says what to do."""
+"""Turn a missing or stale compiled extension into an ImportError that says what to do;
+say how the kernels were built (build_info)."""
+try:
+    from . import _build_config   # written by setup.py
+except ImportError:
+    _build_config = None
 
 _HOW_TO_BUILD = (
     "im2colnet's compiled kernels could not be imported ({error}).\n"
@@ -11,9 +16,16 @@ _HOW_TO_BUILD = (
 )
 
 
-def import_kernels():
-    """Import every compiled kernel module, or raise a readable ImportError."""
-    try:
-        from ._kernels import batchnorm, conv_direct, gemm, im2col, pool, relu  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(_HOW_TO_BUILD.format(error=exc)) from exc
+# Every compiled kernel module, or a readable ImportError (im2colnet/__init__.py imports
+# this module before anything that uses the kernels).
+try:
+    from ._kernels import batchnorm, conv_direct, gemm, im2col, pool, relu  # noqa: F401
+except ImportError as exc:
+    raise ImportError(_HOW_TO_BUILD.format(error=exc)) from exc
+
+
+def build_info():
+    """How the compiled kernels were built: {'openmp': bool, 'boundscheck': bool}."""
+    if _build_config is None:
+        raise ImportError(_HOW_TO_BUILD.format(error="im2colnet/_build_config.py is missing"))
+    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK}

@@ -1,4 +1,7 @@
-"""Sequential: a stack of layers with training (fit), inference, summary and saving.
+"""Model: a stack of layers with inference, evaluation, summary and its config.
+
+The public Sequential (im2colnet.sequential) adds training (fit, im2colnet.training)
+and saving (save, im2colnet.serialization) to this class.
 
 Shapes are per sample: ``input_shape`` is e.g. (1, 28, 28); batches add N in front.
 Parameters are named "<layer index>/<param name>" (e.g. "0/weight") for optimizers.
@@ -13,39 +16,26 @@ build with the same thread settings: BLAS and OpenMP thread counts change the
 order of floating-point sums (OMP_NUM_THREADS=1 vs 2 differ in the last bits).
 """
 import copy
-import time
 
 import numpy as np
 
-from .._checks import as_float, as_labels
-from .interrupt import deferred_interrupt
-from .base import Layer, ParamLayer, check_int, check_shape
-from .activations import ReLU
-from .callbacks import Callback, History
-from .dense import Dropout, Flatten
-from .normalization import _BatchNorm
-from .pooling import _Pool2d
-from .progress import ProgressBar
+from ._checks import as_float, as_labels
+from .layers import LAYERS
+from .layers.activation import ReLU
+from .layers.base import Layer, ParamLayer, check_int, check_shape
+from .layers.batchnorm import _BatchNorm
+from .layers.linear import Dropout, Flatten
+from .layers.pool import _Pool2d
+from .losses import CrossEntropyLoss, get_loss
 
-__all__ = ["Sequential"]
+__all__ = ["Model", "count_correct"]
 
 # Layers that sit between a weight layer and its activation without changing
 # which initialisation suits it.
 _TRANSPARENT = (_BatchNorm, Dropout, _Pool2d, Flatten)
 
 
-def _current_lr(optimizer):
-    """The learning rate the optimizer uses this epoch (after its schedule), if it says."""
-    for name in ("current_lr", "lr"):
-        value = getattr(optimizer, name, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, (int, float, np.floating)):
-            return float(value)
-    return None
-
-
-def _count_correct(scores, target):
+def count_correct(scores, target):
     """Number of samples whose predicted class matches the target.
 
     scores (B, K): argmax; (B, 1): the sign (binary); target: labels (B,)
@@ -60,7 +50,7 @@ def _count_correct(scores, target):
     return int(np.count_nonzero(pred == target))
 
 
-class Sequential:
+class Model:
     """Layers applied one after the other.
 
     Sequential(layers, input_shape=None, name=None). With input_shape (per sample)
@@ -229,7 +219,7 @@ class Sequential:
             out[start:start + scores.shape[0]] = scores
         return out
 
-    # -- training -------------------------------------------------------------------------
+    # -- targets and evaluation ---------------------------------------------------------
     def _targets(self, y, n, name):
         """Validated targets: int labels (N,) in [0, K) when the model has K > 1 outputs and
         y is 1-D; otherwise an array with N rows (binary labels, soft labels, regression)."""
@@ -245,7 +235,6 @@ class Sequential:
     def _default_loss(self, loss):
         """The loss object: given (a loss, a name such as "hinge", or a class), else the one of
         the last fit, else CrossEntropyLoss."""
-        from ..losses import CrossEntropyLoss, get_loss
         if loss is not None:
             return get_loss(loss)
         return self.loss if self.loss is not None else CrossEntropyLoss()
@@ -267,122 +256,8 @@ class Sequential:
             scores = self.forward(xb)
             value, _ = loss(scores, yb)
             total += float(value) * xb.shape[0]
-            correct += _count_correct(scores, yb)
+            correct += count_correct(scores, yb)
         return {"loss": total / x.shape[0], "accuracy": correct / x.shape[0]}
-
-    def fit(self, x, y, epochs, batch_size=64, optimizer=None, loss=None, validation_data=None,
-            callbacks=(), verbose=1, seed=None, initial_epoch=0):
-        """Train with mini-batch gradient descent; returns a History.
-
-        x: (N, *input_shape); y: int labels (N,), or targets with N rows.
-        epochs: the index to stop at (run epochs initial_epoch .. epochs-1, as Keras does).
-        optimizer: an optimizer object or name ("sgd", "adam"; default Adam());
-        loss: a loss object or name ("cross_entropy", "hinge", ...; default CrossEntropyLoss()).
-        validation_data: (x_val, y_val), evaluated after each epoch.
-        verbose: 0 silent, 1 progress bar on stderr, 2 one line per epoch.
-        seed: shuffling and dropout (and the initial weights if the model is not built
-        yet); None picks a random one (recorded in history.params["seed"]).
-        A non-finite loss or gradient raises FloatingPointError naming epoch and step.
-        """
-        epochs = check_int(epochs, "epochs", low=0)
-        batch_size = check_int(batch_size, "batch_size")
-        initial_epoch = check_int(initial_epoch, "initial_epoch", low=0)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (1 << 63))
-        seed = check_int(seed, "seed", low=0)
-        x = self._input(x)
-        n = x.shape[0]
-        if not self.built:
-            self.build(x.shape[1:], seed=seed)
-        y = self._targets(y, n, "y")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data: expected a pair (x_val, y_val)")
-            x_val = self._input(validation_data[0], "validation_data[0]")
-            y_val = self._targets(validation_data[1], x_val.shape[0], "validation_data[1]")
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks: expected Callback objects, got {type(cb).__name__}")
-        from ..optim import get_optimizer
-        optimizer = get_optimizer("Adam" if optimizer is None else optimizer)
-        self.loss = loss = self._default_loss(loss)
-        self.optimizer = optimizer
-
-        history = History()
-        history.params = {"epochs": epochs, "batch_size": batch_size, "samples": n,
-                          "seed": seed, "initial_epoch": initial_epoch}
-        everyone = [history, *callbacks]
-        batch_listeners = [cb for cb in callbacks
-                           if type(cb).on_batch_end is not Callback.on_batch_end
-                           or "on_batch_end" in vars(cb)]
-        for cb in everyone:
-            cb.set_model(self)
-            cb.on_train_begin({})
-        self.stop_training = False
-        params = self.parameters()
-        # (name, grads dict, key): gradients are new arrays each step, looked up by key.
-        grad_slots = [(f"{i}/{k}", layer.grads, k)
-                      for i, layer in enumerate(self.layers) for k in layer.params]
-        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
-
-        with deferred_interrupt() as interrupt:
-            for epoch in range(initial_epoch, epochs):
-                if hasattr(optimizer, "set_epoch"):
-                    optimizer.set_epoch(epoch)
-                for cb in everyone:
-                    cb.on_epoch_begin(epoch, {})
-                order = np.random.default_rng([seed, epoch]).permutation(n)
-                bar = ProgressBar(n, epoch, epochs, verbose)
-                loss_sum, correct, done = 0.0, 0, 0
-                for step, start in enumerate(range(0, n, batch_size)):
-                    if interrupt.requested:   # Ctrl-C: stop between steps (see interrupt.py)
-                        raise KeyboardInterrupt(f"training interrupted by the user at epoch {epoch}, "
-                                                f"step {step} (0-based), after a completed step")
-                    index = order[start:start + batch_size]
-                    xb, yb = np.take(x, index, axis=0), np.take(y, index, axis=0)
-                    if dropouts:
-                        rng = np.random.default_rng([seed, epoch, step])
-                        for layer in dropouts:
-                            layer.rng = rng
-                    scores = xb
-                    for layer in self.layers:
-                        scores = layer.forward(scores, True)
-                    value, dscores = loss(scores, yb)
-                    value = float(value)
-                    if not np.isfinite(value):
-                        raise FloatingPointError(f"epoch {epoch}, step {step} (0-based): the loss is {value}")
-                    self.backward(dscores, need_dx=False)
-                    grads = {}
-                    for name, store, key in grad_slots:
-                        g = store[key]
-                        if not np.isfinite(g).all():
-                            raise FloatingPointError(f"epoch {epoch}, step {step} (0-based): the gradient "
-                                                     f"of parameter {name} is not finite (NaN or inf)")
-                        grads[name] = g
-                    optimizer.step(params, grads)
-                    size, hits = index.shape[0], _count_correct(scores, yb)
-                    loss_sum += value * size
-                    correct += hits
-                    done += size
-                    bar.update(done, loss_sum / done, correct / done)
-                    for cb in batch_listeners:
-                        cb.on_batch_end(step, {"loss": value, "accuracy": hits / size, "size": size})
-                logs = {"loss": loss_sum / n, "accuracy": correct / n}
-                if validation_data is not None:
-                    val = self.evaluate(x_val, y_val, loss=loss)
-                    logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
-                logs["lr"] = _current_lr(optimizer)
-                logs["time"] = time.perf_counter() - bar.start
-                bar.close(logs)
-                for cb in everyone:
-                    cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        for cb in everyone:
-            cb.on_train_end({})
-        return history
 
     # -- description and persistence -----------------------------------------------------
     def summary(self):
@@ -426,7 +301,6 @@ class Sequential:
     @classmethod
     def from_config(cls, config):
         """A new (unbuilt) model from get_config()'s dict; unknown keys or layer types are a ValueError."""
-        from . import LAYERS
         if not isinstance(config, dict):
             raise TypeError(f"config: expected a dict, got {type(config).__name__}")
         unknown = sorted(set(config) - {"name", "input_shape", "layers"})
@@ -442,12 +316,6 @@ class Sequential:
             layers.append(LAYERS[kind].from_config(entry.get("config", {})))
         return cls(layers, input_shape=config.get("input_shape"), name=config.get("name"))
 
-    def save(self, path, metadata=None, optimizer=None):
-        """Write the model (architecture, weights, buffers, metadata, optionally the
-        optimizer's state) to an HDF5 file: im2colnet.serialization.save_model."""
-        from ..serialization import save_model
-        return save_model(self, path, metadata=metadata, optimizer=optimizer)
-
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([\n  {inner}\n], input_shape={self.input_shape}, name={self.name!r})"
+        return f"{type(self).__name__}([\n  {inner}\n], input_shape={self.input_shape}, name={self.name!r})"

@@ -18,7 +18,7 @@ Layout (documented for plain-h5py readers in docs/model-format.md):
 
 save_model writes a temporary file beside the target and renames it over the
 target only when complete (os.replace is atomic), so an interrupted save never
-leaves a broken file where a good one was. load_model verifies the format tag
+leaves a broken file where a good one was. read_model verifies the format tag
 and version, the JSON, the layer types and configs, the presence, shape and
 dtype of every dataset (and the absence of others) and the checksum; any
 failure is a ModelFormatError naming the file and the reason.
@@ -29,9 +29,14 @@ import json
 import os
 import tempfile
 
+import h5py
 import numpy as np
 
-__all__ = ["ModelFormatError", "save_model", "load_model", "FORMAT", "FORMAT_VERSION"]
+from ._version import __version__
+from .model import Model
+from .optim import OPTIMIZERS
+
+__all__ = ["ModelFormatError", "save_model", "read_model", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "im2colnet-model"
 FORMAT_VERSION = 1
@@ -70,13 +75,11 @@ def _json(value, what):
 
 
 def save_model(model, path, metadata=None, optimizer=None):
-    """Write a built Sequential (and optionally its optimizer's state) to ``path`` atomically.
+    """Write a built Model (a Sequential) (and optionally its optimizer's state, to ``path`` atomically.
 
     metadata: a JSON-able dict merged over model.metadata (a "date" is added
     when missing). Returns the path.
     """
-    import h5py
-    from . import __version__
     if not model.built:
         raise ValueError("model: build it (model.build(input_shape)) or fit it before saving")
     meta = {**getattr(model, "metadata", {}), **(metadata or {})}
@@ -132,7 +135,6 @@ def _write_optimizer(group, optimizer):
 
 def _datasets(group):
     """{relative path: dataset} of every dataset below group."""
-    import h5py
     found = {}
     group.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
     return found
@@ -148,10 +150,10 @@ def _read_json(f, key, fail):
         fail(f"the {key} JSON is malformed ({exc})")
 
 
-def load_model(path, with_optimizer=False):
-    """Read and verify a model file. Returns a built Sequential with ``.metadata``;
-    with_optimizer=True returns (model, optimizer or None) to resume training exactly."""
-    import h5py
+def read_model(path, model_class=Model, with_optimizer=False):
+    """Read and verify a model file. Returns a built ``model_class`` (a Model, e.g. the
+    public Sequential: im2colnet.load_model) with ``.metadata``; with_optimizer=True
+    returns (model, optimizer or None) to resume training exactly."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
@@ -165,15 +167,14 @@ def load_model(path, with_optimizer=False):
         fail(f"not a readable HDF5 file (truncated or not a model file: {exc})")
     try:
         with f:
-            return _read_model(f, fail, with_optimizer)
+            return _read_model(f, fail, model_class, with_optimizer)
     except ModelFormatError:
         raise
     except (OSError, KeyError, RuntimeError) as exc:   # h5py's errors on damaged content
         fail(f"the file is damaged ({type(exc).__name__}: {exc})")
 
 
-def _read_model(f, fail, with_optimizer):
-    from .layers import Sequential
+def _read_model(f, fail, model_class, with_optimizer):
     if f.attrs.get("format") != FORMAT:
         fail(f"not an im2colnet model file (format attribute {f.attrs.get('format')!r}, "
              f"expected {FORMAT!r})")
@@ -191,7 +192,7 @@ def _read_model(f, fail, with_optimizer):
     if not isinstance(metadata, dict):
         fail("the metadata JSON is not an object")
     try:
-        model = Sequential.from_config(architecture)
+        model = model_class.from_config(architecture)
         if model.input_shape is None:
             fail("the architecture has no input_shape")
         model.astype(dtype)
@@ -221,7 +222,6 @@ def _read_model(f, fail, with_optimizer):
 
 
 def _read_optimizer(group, fail):
-    from .optim import OPTIMIZERS
     kind = group.attrs.get("type")
     if kind not in OPTIMIZERS:
         fail(f"unknown optimizer type {kind!r}; known: {sorted(OPTIMIZERS)}")

@@ -14,8 +14,8 @@ and how it was trained (the scripts in examples/ made them).
 """
 import os
 
-from ..layers import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
-                      Sequential)
+from ..layers import BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..sequential import Sequential, load_model
 
 __all__ = ["lenet5", "vgg_small", "PRETRAINED", "weights_path"]
 
@@ -56,7 +56,6 @@ def weights_path(model, weights=True):
 
 
 def _load(model, weights):
-    from ..serialization import load_model
     return load_model(weights_path(model, weights))
 
 

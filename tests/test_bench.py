@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import im2colnet.functional as F
-from im2colnet import _timing, bench
+from im2colnet.apps import _timing, bench
 from im2colnet import numpy_im2col as baseline
 
 # (x shape, w shape, stride, padding, dilation): square and non-square, strided, dilated, cropped.

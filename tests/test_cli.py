@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import im2colnet
+from im2colnet.apps.report import format_metadata
 
 SUBCOMMANDS = ("train", "evaluate", "predict", "summary", "bench", "demo")
 
@@ -85,8 +86,6 @@ def test_error_paths_are_one_line_and_exit_2(tmp_path, args, command, words):
 
 
 def test_unreadable_model_file_is_one_line(tmp_path):
-    if not _loader_ready():
-        pytest.skip("im2colnet.serialization.load_model is not in this build yet")
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"this is not an HDF5 file")
     for command in ("summary", "evaluate"):
@@ -161,30 +160,8 @@ def idx_data(tmp_path_factory):
     return root
 
 
-def _loader_ready():
-    from im2colnet import serialization
-    try:
-        serialization.load_model(os.devnull)
-    except NotImplementedError:
-        return False
-    except Exception:  # noqa: BLE001 -- any real refusal means the loader is there
-        return True
-    return True
-
-
-def _missing_parts():
-    """What the round trip needs that this build does not have yet (an empty list when ready)."""
-    from im2colnet import datasets, models, serialization
-    missing = [name for module, name in ((models, "lenet5"), (datasets, "load_mnist"),
-                                         (serialization, "save_model")) if not hasattr(module, name)]
-    return missing
-
-
 @pytest.fixture(scope="module")
 def trained(idx_data, tmp_path_factory):
-    missing = _missing_parts()
-    if missing:
-        pytest.skip(f"not in this build yet: {', '.join(missing)}")
     folder = tmp_path_factory.mktemp("model")
     out = folder / "lenet5.h5"
     plot = ["--plot", folder / "curves.png"] if _has("matplotlib") else []
@@ -278,8 +255,6 @@ def test_resume_continues_exactly(trained, tmp_path):
 
 
 def test_train_missing_data_is_one_line(tmp_path):
-    if _missing_parts():
-        pytest.skip("datasets/models not in this build yet")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(run_cli("train", "lenet5", "--data", empty), "train",
@@ -297,7 +272,6 @@ def test_demo_trains_and_carries_on(trained):
 
 
 def test_metadata_is_printed_readably():
-    from im2colnet.cli import format_metadata
     meta = {"dataset": "mnist", "test_accuracy": 0.99213,
             "optimizer": {"type": "SGD", "schedule": {"type": "CosineLR"}},
             "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "lr": 0.1}]}

@@ -231,11 +231,11 @@ def test_blocks_of_samples_give_the_same_result(monkeypatch, per_sample, threade
     """A workspace smaller than one batch's (or one sample's) columns runs in blocks: same
     numbers, with one product per sample or one per block, on our threads or through
     np.matmul, in all three passes."""
-    from im2colnet import _blas
-    if threaded and not _blas.threaded_gemm():
+    from im2colnet.runtime import gemm as _gemm
+    if threaded and not _gemm.threaded_gemm():
         pytest.skip("products run through np.matmul on this BLAS")
     if not threaded:
-        monkeypatch.setattr(_blas, "_gemm_kernel", None)
+        monkeypatch.setattr(_gemm, "_gemm_kernel", None)
     monkeypatch.setattr(conv_module, "_per_sample", lambda *args, **kwargs: per_sample)
     x, w, b = make(((7, 3, 9, 9), (4, 3, 3, 3), 1, 1, 1, None))
     # the direct loops as the reference: independent of blocks and products

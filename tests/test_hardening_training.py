@@ -15,7 +15,7 @@ import pytest
 
 import im2colnet as inet
 from im2colnet.functional import conv as conv_module
-from im2colnet.serialization import load_model
+from im2colnet import load_model
 
 pytestmark = pytest.mark.hardening
 

@@ -1,4 +1,4 @@
-"""How im2colnet drives NumPy's OpenBLAS (im2colnet/_blas.py): the thread count of small
+"""How im2colnet drives NumPy's OpenBLAS (im2colnet/runtime/): the thread count of small
 products, and idle threads that sleep right after a product."""
 import os
 import threading
@@ -6,22 +6,22 @@ import threading
 import numpy as np
 import pytest
 
-from im2colnet import _blas
+from im2colnet.runtime import blas, gemm, threads
 
-needs_openblas = pytest.mark.skipif(_blas._OPENBLAS is None, reason="NumPy's BLAS is not OpenBLAS")
+needs_openblas = pytest.mark.skipif(blas._OPENBLAS is None, reason="NumPy's BLAS is not OpenBLAS")
 
 
 @needs_openblas
 def test_small_products_run_on_one_thread_and_the_count_comes_back():
-    set_threads, get_threads = _blas._OPENBLAS
+    set_threads, get_threads = blas._OPENBLAS
     before = get_threads()
-    with _blas.gemm_threads(_blas.SMALL_GEMM_FLOPS / 2):
+    with blas.gemm_threads(blas.SMALL_GEMM_FLOPS / 2):
         assert get_threads() == 1
-        with _blas.gemm_threads(0):  # nested windows share the count
+        with blas.gemm_threads(0):  # nested windows share the count
             assert get_threads() == 1
         assert get_threads() == 1
     assert get_threads() == before
-    with _blas.gemm_threads(_blas.SMALL_GEMM_FLOPS * 2):
+    with blas.gemm_threads(blas.SMALL_GEMM_FLOPS * 2):
         assert get_threads() == before
 
 
@@ -29,14 +29,14 @@ def test_small_products_run_on_one_thread_and_the_count_comes_back():
 def test_idle_threads_sleep_after_import_and_products_still_agree():
     """The import set OPENBLAS_THREAD_TIMEOUT (unless the user had) and restarted the threads;
     multi-threaded products afterwards give what one thread gives."""
-    libs = [lib for lib in _blas._openblas_libraries() if hasattr(lib, "openblas_thread_timeout")]
+    libs = [lib for lib in blas.openblas_libraries() if hasattr(lib, "openblas_thread_timeout")]
     if not libs:
         pytest.skip("this OpenBLAS does not export openblas_thread_timeout")
-    if os.environ.get("OPENBLAS_THREAD_TIMEOUT") == str(_blas.IDLE_TIMEOUT_LOG2):
-        assert libs[0].openblas_thread_timeout() == _blas.IDLE_TIMEOUT_LOG2
+    if os.environ.get("OPENBLAS_THREAD_TIMEOUT") == str(blas.IDLE_TIMEOUT_LOG2):
+        assert libs[0].openblas_thread_timeout() == blas.IDLE_TIMEOUT_LOG2
     a = np.random.default_rng(0).standard_normal((700, 900)).astype(np.float32)
     b = np.random.default_rng(1).standard_normal((900, 800)).astype(np.float32)
-    with _blas.gemm_threads(0):
+    with blas.gemm_threads(0):
         one = a @ b
     results = []
     threads = [threading.Thread(target=lambda: results.append(a @ b)) for _ in range(3)]
@@ -50,16 +50,16 @@ def test_idle_threads_sleep_after_import_and_products_still_agree():
 
 def test_a_users_own_timeout_wins():
     environ = {"OPENBLAS_THREAD_TIMEOUT": "28"}
-    assert _blas.quiet_idle_threads(environ) is False
+    assert blas.quiet_idle_threads(environ) is False
     assert environ == {"OPENBLAS_THREAD_TIMEOUT": "28"}
 
 
 # ---------------------------------------------- products on our own threads
 
-needs_threaded = pytest.mark.skipif(not _blas.threaded_gemm(),
+needs_threaded = pytest.mark.skipif(not gemm.threaded_gemm(),
                                     reason="products run through np.matmul on this BLAS")
 
-WIDE = 2 * _blas._PIECES * _blas._MIN_COLUMNS_PER_PIECE + 5   # split by columns
+WIDE = 2 * threads.thread_count() * gemm._MIN_COLUMNS_PER_PIECE + 5   # split by columns
 # (m, k, n): column splits (n wide, ragged last piece, n < pieces), inner splits (a
 # narrow result over a long sum, k smaller than the pieces), and empty products.
 SHAPES = [(3, 5, WIDE), (7, 33, 97), (4, 6, 1), (9, 300, 4), (5, 1, 3), (6, 0, WIDE), (6, 0, 3),
@@ -84,11 +84,11 @@ def test_matmul_matches_numpy(dtype, m, k, n, a_t, b_t):
     expected = a.astype(np.float64) @ b.astype(np.float64)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     out = np.full((m, n), np.nan, dtype)
-    assert _blas.matmul(a, b, out) is out
+    assert gemm.matmul(a, b, out) is out
     np.testing.assert_allclose(out, expected, **tol)
     start = rng.standard_normal((m, n)).astype(dtype)
     out = start.copy()
-    _blas.matmul(a, b, out, accumulate=True)
+    gemm.matmul(a, b, out, accumulate=True)
     np.testing.assert_allclose(out, start + expected, **tol)
 
 
@@ -97,7 +97,7 @@ def test_matmul_copies_an_operand_that_is_neither_layout():
     a = rng.standard_normal((6, 20))[:, ::2]          # strided: neither C nor transposed-C
     b = rng.standard_normal((10, 300))
     out = np.empty((6, 300))
-    np.testing.assert_allclose(_blas.matmul(a, b, out), a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gemm.matmul(a, b, out), a @ b, rtol=1e-12, atol=1e-12)
 
 
 @needs_threaded
@@ -105,20 +105,20 @@ def test_threaded_products_run_on_one_blas_thread_and_are_deterministic():
     """Inside matmul OpenBLAS is on one thread (a piece must not start OpenBLAS's own
     threads); the thread count comes back; the pieces are fixed, so repeated and
     concurrent calls give the same bits."""
-    set_threads, get_threads = _blas._OPENBLAS
+    set_threads, get_threads = blas._OPENBLAS
     before = get_threads()
     rng = np.random.default_rng(4)
     a = rng.standard_normal((300, 5000)).astype(np.float32)
     b = rng.standard_normal((5000, 40)).astype(np.float32)     # narrow: summed pieces
     c = rng.standard_normal((5000, 700)).astype(np.float32)    # wide: column pieces
-    first = [_blas.matmul(a, b, np.empty((300, 40), np.float32)),
-             _blas.matmul(a, c, np.empty((300, 700), np.float32))]
+    first = [gemm.matmul(a, b, np.empty((300, 40), np.float32)),
+             gemm.matmul(a, c, np.empty((300, 700), np.float32))]
     assert get_threads() == before
     results = [None] * 6
 
     def run(slot):
-        results[slot] = [_blas.matmul(a, b, np.empty((300, 40), np.float32)),
-                         _blas.matmul(a, c, np.empty((300, 700), np.float32))]
+        results[slot] = [gemm.matmul(a, b, np.empty((300, 40), np.float32)),
+                         gemm.matmul(a, c, np.empty((300, 700), np.float32))]
 
     threads = [threading.Thread(target=run, args=(slot,)) for slot in range(len(results))]
     for t in threads:
@@ -136,14 +136,14 @@ def test_without_the_kernel_matmul_falls_back_to_numpy(monkeypatch):
     """With the kernel unregistered (another BLAS), matmul is np.matmul, and the
     convolution takes one product per sample for small layers again."""
     from im2colnet.functional import conv
-    monkeypatch.setattr(_blas, "_gemm_kernel", None)
-    assert not _blas.threaded_gemm()
-    assert conv._per_sample(_blas.SMALL_GEMM_FLOPS / 2, 1)
-    assert not conv._per_sample(_blas.SMALL_GEMM_FLOPS * 2, 10 ** 6, weights=True)
+    monkeypatch.setattr(gemm, "_gemm_kernel", None)
+    assert not gemm.threaded_gemm()
+    assert conv._per_sample(blas.SMALL_GEMM_FLOPS / 2, 1)
+    assert not conv._per_sample(blas.SMALL_GEMM_FLOPS * 2, 10 ** 6, weights=True)
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal((4, 9)), rng.standard_normal((9, 3))
     out = np.ones((4, 3))
-    np.testing.assert_allclose(_blas.matmul(a, b, out, accumulate=True), 1 + a @ b, rtol=1e-12)
+    np.testing.assert_allclose(gemm.matmul(a, b, out, accumulate=True), 1 + a @ b, rtol=1e-12)
 
 
 def test_the_kernel_takes_both_functions_or_neither():
@@ -156,9 +156,9 @@ def test_threads_follow_the_wait_policy():
     """Threads from 2**16 elements of work when idle OpenMP threads spin for a while,
     from 2**20 when they sleep at once (parallel_min_work's measurements)."""
     passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-    threshold = _blas.parallel_min_work()
+    threshold = threads.parallel_min_work()
     assert threshold == (1 << 20 if passive else 1 << 16)
-    assert not _blas.threads_worth(threshold - 1) and _blas.threads_worth(threshold)
+    assert not threads.threads_worth(threshold - 1) and threads.threads_worth(threshold)
 
 
 def test_the_import_chose_a_wait_policy_that_fits_the_products():
@@ -166,9 +166,9 @@ def test_the_import_chose_a_wait_policy_that_fits_the_products():
     setting is kept; the peers' environment drops what the import set."""
     import subprocess
     import sys
-    code = ("import os, im2colnet; from im2colnet import _blas; "
+    code = ("import os, im2colnet; from im2colnet.runtime import gemm; "
             "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
-            "_blas.threaded_gemm(), 'GOMP_SPINCOUNT' in im2colnet._untuned_environment())")
+            "gemm.threaded_gemm(), 'GOMP_SPINCOUNT' in im2colnet._untuned_environment())")
 
     def run(**env):
         base = {k: v for k, v in os.environ.items()
@@ -213,23 +213,23 @@ def test_products_per_sample_match_numpy(dtype, s, m, k, n, layout):
     b = _strided(rng, (s, k, n), dtype, layout)
     big = np.full((s, m + 2, n + 1), np.nan, dtype)
     out = big[:, 1:1 + m, :n]                              # rows inside a bigger array
-    assert _blas.matmul_each(a2, b, out) is out
+    assert gemm.matmul_each(a2, b, out) is out
     np.testing.assert_allclose(out, np.matmul(a2.astype(np.float64), b.astype(np.float64)), **tol)
     assert np.isnan(big[:, 0]).all() and np.isnan(big[:, 1 + m:]).all() and np.isnan(big[:, :, n]).all()
     a3 = _strided(rng, (s, m, k), dtype, layout)
     expected = np.matmul(a3.astype(np.float64), b.astype(np.float64)).sum(axis=0)
     total = np.full((m, n), np.nan, dtype)
-    np.testing.assert_allclose(_blas.matmul_each_sum(a3, b, total), expected, **tol)
+    np.testing.assert_allclose(gemm.matmul_each_sum(a3, b, total), expected, **tol)
     start = rng.standard_normal((m, n)).astype(dtype)
     total = start.copy()
-    np.testing.assert_allclose(_blas.matmul_each_sum(a3, b, total, accumulate=True), start + expected, **tol)
+    np.testing.assert_allclose(gemm.matmul_each_sum(a3, b, total, accumulate=True), start + expected, **tol)
 
 
 @needs_threaded
 def test_matmul_each_refuses_an_out_it_would_have_to_copy():
     out = np.zeros((2, 3, 8))[:, :, ::2]
     with pytest.raises(ValueError, match="out"):
-        _blas.matmul_each(np.ones((3, 5)), np.ones((2, 5, 4)), out)
+        gemm.matmul_each(np.ones((3, 5)), np.ones((2, 5, 4)), out)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -265,21 +265,23 @@ print(os.waitstatus_to_exitcode(status), float(work()) == float(expected))
 def test_the_thread_count_can_be_set_and_results_stay_right():
     """set_thread_count (bench --threads) changes how many pieces a product is cut into;
     the products stay right on one thread and on three."""
-    before = _blas.thread_count()
+    before = threads.thread_count()
     rng = np.random.default_rng(8)
     a = rng.standard_normal((40, 300))
     b = rng.standard_normal((300, 500))
     c = rng.standard_normal((300, 7))
     try:
         for n in (1, 3):
-            _blas.set_thread_count(n)
-            assert _blas.thread_count() == n
-            np.testing.assert_allclose(_blas.matmul(a, b, np.empty((40, 500))), a @ b, rtol=1e-12)
-            np.testing.assert_allclose(_blas.matmul(a, c, np.empty((40, 7))), a @ c, rtol=1e-12)
-            np.testing.assert_allclose(_blas.matmul_each_sum(b.reshape(3, 100, 500), b.reshape(3, 500, 100),
+            threads.set_thread_count(n)
+            assert threads.thread_count() == n
+            np.testing.assert_allclose(gemm.matmul(a, b, np.empty((40, 500))), a @ b, rtol=1e-12)
+            # atol: an entry that cancels (e.g. 0.0117 from 300 terms of size ~1) keeps
+            # the absolute rounding error of its terms, ~1e-14, whatever the order of the sums
+            np.testing.assert_allclose(gemm.matmul(a, c, np.empty((40, 7))), a @ c, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(gemm.matmul_each_sum(b.reshape(3, 100, 500), b.reshape(3, 500, 100),
                                                              np.empty((100, 100))),
                                        np.matmul(b.reshape(3, 100, 500), b.reshape(3, 500, 100)).sum(0),
                                        rtol=1e-12, atol=1e-10)
     finally:
-        _blas.set_thread_count(before)
-    assert _blas.thread_count() == before
+        threads.set_thread_count(before)
+    assert threads.thread_count() == before

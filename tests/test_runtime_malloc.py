@@ -1,11 +1,11 @@
-"""The malloc settings applied at import (im2colnet/_malloc.py): when they apply, and when not."""
+"""The malloc settings applied at import (im2colnet/runtime/malloc.py): when they apply, and when not."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from im2colnet import _malloc
+from im2colnet.runtime import malloc as _malloc
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")

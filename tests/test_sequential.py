@@ -9,7 +9,6 @@ import im2colnet as inet
 import im2colnet.functional as F
 from im2colnet.losses import CrossEntropyLoss
 from im2colnet.optim import SGD
-from im2colnet import serialization
 from _gradcheck import check_directional, check_param_gradients
 
 
@@ -414,7 +413,7 @@ def test_save_load_and_resume_is_bit_identical(tmp_path):
     twin.fit(x, y, epochs=1, batch_size=16, optimizer=opt, verbose=0, seed=3)
     path = tmp_path / "twin.h5"
     twin.save(path, metadata={"note": "after epoch 1"}, optimizer=opt)
-    loaded = serialization.load_model(path, with_optimizer=True)
+    loaded = inet.load_model(path, with_optimizer=True)
     restored, restored_opt = loaded if isinstance(loaded, tuple) else (loaded, loaded.optimizer)
     for i, layer in enumerate(twin.layers):
         for key, value in {**layer.params, **layer.buffers}.items():
@@ -435,7 +434,7 @@ def test_model_checkpoint_writes_loadable_files(tmp_path):
     model.fit(x, y, epochs=3, batch_size=16, optimizer=sgd(0.1), validation_data=(xv, yv),
               callbacks=[cb], verbose=0, seed=0)
     assert cb.saved and all(p == str(tmp_path / "best.h5") for p in cb.saved)
-    loaded = serialization.load_model(tmp_path / "best.h5")
+    loaded = inet.load_model(tmp_path / "best.h5")
     assert loaded.get_config() == model.get_config()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import im2colnet as inet
 from im2colnet import serialization
-from im2colnet.serialization import ModelFormatError, load_model
+from im2colnet import ModelFormatError, load_model
 
 
 def small_model(dtype=np.float32):

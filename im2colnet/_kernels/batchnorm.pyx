@@ -5,7 +5,7 @@ over (n, l), one ``prange`` task per channel.
 NumPy's expressions for the same formulas pass over the activations about 14
 times in the forward and 16 times in the backward (one pass per ufunc and
 reduction); these loops pass three and two times, and run the channels on
-both cores when ``parallel`` (the wrappers decide: im2colnet._blas.threads_worth).
+both cores when ``parallel`` (the wrappers decide: im2colnet.runtime.threads.threads_worth).
 Sums accumulate in double whatever the input dtype; the element-wise steps
 run in the input's precision, as NumPy's did.
 

@@ -11,7 +11,7 @@ all the work: its threads may then wait actively for a moment (GOMP_SPINCOUNT,
 see im2colnet/__init__.py), and the next kernel or product finds them awake.
 
 The BLAS functions are found at run time in the OpenBLAS that NumPy loaded
-(``im2colnet._blas``) and handed over here as addresses. Only the ILP64
+(``im2colnet.runtime.blas``) and handed over here as addresses. Only the ILP64
 interface (64-bit integer arguments, the ``...64_`` symbols NumPy's wheels
 ship) is used; without it nothing is registered and the callers use np.matmul.
 
@@ -23,7 +23,7 @@ Indexing the view then gives the address of any piece: ``&b[0, n0]`` is where
 columns n0.. start, however b is stored. Results are C-contiguous (rows
 contiguous, also inside a bigger array for matmul_each).
 
-These functions trust their arguments: call them through :mod:`im2colnet._blas`
+These functions trust their arguments: call them through :mod:`im2colnet.runtime.gemm`
 (matmul, matmul_each, matmul_each_sum), which checks layouts first.
 """
 from cython.parallel cimport prange

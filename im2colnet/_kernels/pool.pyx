@@ -5,7 +5,7 @@ Every function works on whole (N, C, H, W) arrays and runs one (sample, channel)
 plane per iteration of a ``prange`` loop: a plane's outputs and its input
 gradient belong to one thread, so no two threads ever write one element.
 ``parallel=False`` runs the same loops on the calling thread: the wrappers pass
-it for max pooling of too little work (im2colnet._blas.threads_worth).
+it for max pooling of too little work (im2colnet.runtime.threads.threads_worth).
 
 These functions trust their arguments (window geometry that keeps every window
 inside the padded input, output arrays of the right shapes), except the winner

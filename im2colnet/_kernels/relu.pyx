@@ -5,7 +5,7 @@ The arrays are cut into blocks of BLOCK elements; blocks run in a ``prange``
 loop (each block is written by one thread) when ``parallel`` is true, else on
 the calling thread. The wrappers in :mod:`im2colnet.functional.activation`
 make the inputs contiguous and the outputs the right size first, and ask
-:func:`im2colnet._blas.threads_worth` whether the array is worth the threads.
+:func:`im2colnet.runtime.threads.threads_worth` whether the array is worth the threads.
 """
 from cython.parallel cimport prange
 from .window cimport floating

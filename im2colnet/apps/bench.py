@@ -39,14 +39,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import functional as F
-from . import numpy_im2col
-from . import _blas
-from ._blas import blas_info, gemm_threads, matmul
-from ._checks import conv_geometry
+from .. import functional as F
+from .. import models as zoo
+from .. import numpy_im2col
+from .._checks import conv_geometry
+from ..functional.conv import workspace_bytes
+from ..losses import CrossEntropyLoss
+from ..optim import SGD
+from .._check_build import build_info
+from ..runtime.blas import blas_info, gemm_threads
+from ..runtime.blas import set_blas_threads as _set_openblas_threads
+from ..runtime.gemm import matmul, threaded_gemm
+from ..runtime.threads import set_thread_count, thread_count
+from .. import _untuned_environment
 from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
-from .functional.conv import workspace_bytes
-from . import _untuned_environment
 
 __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_shape",
            "run_layers", "run_models", "format_layer_table", "format_model_table",
@@ -166,19 +172,18 @@ def peak_rss_mib():
 
 
 def blas_threads():
-    """The threads our products run on now: ours (im2colnet._blas.matmul) or, when the
+    """The threads our products run on now: ours (im2colnet.runtime.gemm.matmul) or, when the
     products go through np.matmul, NumPy's OpenBLAS's (None when it cannot be found)."""
-    return _blas.thread_count() if _blas.threaded_gemm() else blas_info()["threads"]
+    return thread_count() if threaded_gemm() else blas_info()["threads"]
 
 
 def set_blas_threads(n):
     """Run the products, and our kernels, on n threads from now on: NumPy's OpenBLAS
     (its products below the engine's small-product threshold still run on one) and
     our OpenMP threads. False when OpenBLAS cannot be found."""
-    if _blas._OPENBLAS is None:
+    if not _set_openblas_threads(n):
         return False
-    _blas._OPENBLAS[0](n)
-    _blas.set_thread_count(n)
+    set_thread_count(n)
     return True
 
 
@@ -241,7 +246,7 @@ def _conv_calls(module, shape, t, **method):
 
 def _gemm_calls(shape, t, rng):
     """The GEMM of each pass alone, on matrices of the im2col shapes, into preallocated
-    outputs, by the route our products take (im2colnet._blas.matmul: our threads, or
+    outputs, by the route our products take (im2colnet.runtime.gemm.matmul: our threads, or
     np.matmul with another BLAS), in the layout the im2col path uses (see
     im2colnet.functional.conv):
     phi^T (CKK, M), W (K, CKK), dY^T (K, M) with M = N*Ho*Wo and CKK = C*kh*kw.
@@ -258,7 +263,7 @@ def _gemm_calls(shape, t, rng):
     flops = 2.0 * m * ckk * shape.k
 
     def product(a, b, out):
-        # the route our convolution's products take (im2colnet._blas.matmul)
+        # the route our convolution's products take (im2colnet.runtime.gemm.matmul)
         with gemm_threads(flops):
             matmul(a, b, out)
 
@@ -379,8 +384,6 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
 def _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats):
     """Training images/s (SGD momentum, batch 64, through Sequential.fit), inference
     images/s (batch 256), batch-1 latency (ms)."""
-    from .losses import CrossEntropyLoss
-    from .optim import SGD
     optimizer, loss_fn, batch = SGD(0.01, momentum=0.9), CrossEntropyLoss(), 64
 
     def train():
@@ -405,7 +408,6 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
     data: this measures speed only. PyTorch runs the same architecture (built
     from the model's config) in a process of its own.
     """
-    from . import models as zoo
     rng = np.random.default_rng(seed)
     train_images = max(64, train_images // 64 * 64)
     results, configs = [], []
@@ -507,13 +509,12 @@ def _blas_name():
 
 
 def machine_info():
-    from . import build_info
     return {
         "python": platform.python_version(), "numpy": np.__version__, "blas": _blas_name(),
         "platform": platform.platform(), "cpus": os.cpu_count(),
         "blas_threads": blas_threads(),
         "im2colnet_build": build_info(),
-        "products_on_our_threads": _blas.threaded_gemm(),
+        "products_on_our_threads": threaded_gemm(),
         "torch": torch_version(),
     }
 

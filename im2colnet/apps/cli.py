@@ -17,20 +17,21 @@ import time
 
 import numpy as np
 
+from .. import optim
+from .._version import __version__
+from ..functional import softmax_forward
+from ..losses import CrossEntropyLoss
+from ..serialization import ModelFormatError, save_model
+from . import bench
+from .demo import run_demo
+from .inputs import (CLASS_NAMES, DATASETS, MODEL_NAMES, CommandError, _one_line, input_shape,
+                     load_dataset, load_model_file, load_model_spec, parse_model_spec, read_image,
+                     require, zoo_model)
+from .report import class_label, evaluate_model, format_metadata, history_dict, plot_curves
+
 __all__ = ["main", "build_parser", "CommandError"]
 
-MODEL_NAMES = ("lenet5", "vgg_small")
-DATASETS = ("mnist", "fashion-mnist")
-CLASS_NAMES = {
-    "mnist": [str(d) for d in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-}
 EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A user's mistake: printed as one line on stderr, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,173 +41,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _one_line(text):
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-# ---------------------------------------------------------------- models and data
-
-def _checkout_dirs():
-    """Folders that may be a source checkout of im2colnet: the package's parent (an
-    editable install) and the parent of the virtual environment (a .venv in the repo)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for folder in (here, os.path.dirname(os.path.abspath(sys.prefix))):
-        if os.path.isfile(os.path.join(folder, "setup.py")) and os.path.isdir(
-                os.path.join(folder, "im2colnet")):
-            yield folder
-
-
-def data_root(name, given=None):
-    """The folder to read dataset ``name`` from, or None for the loader's default.
-
-    given (--data) may be the folder with the IDX files or a parent holding
-    ``<name>/``. Without it: $IM2COLNET_DATA (the loader's own default), else
-    ``../shared/data/<name>`` beside a source checkout, else the loader's default.
-    """
-    if given:
-        if not os.path.isdir(given):
-            raise CommandError(f"--data: {given} is not a folder")
-        sub = os.path.join(given, name)
-        return sub if os.path.isdir(sub) else given
-    if os.environ.get("IM2COLNET_DATA"):
-        return None
-    for repo in _checkout_dirs():
-        candidate = os.path.join(os.path.dirname(repo), "shared", "data", name)
-        if os.path.isdir(candidate):
-            return candidate
-    return None
-
-
-def load_dataset(name, split, root=None, limit=None):
-    """(x, y) of ``name``'s split ('train' or 'test'); the first ``limit`` samples if given."""
-    from . import datasets
-    loader = getattr(datasets, "load_" + name.replace("-", "_"), None)
-    if loader is None:
-        raise CommandError(f"no loader for {name} in this build of im2colnet")
-    try:
-        x, y = loader(root=data_root(name, root), split=split)
-    except FileNotFoundError as exc:
-        raise CommandError(f"{_one_line(exc)} (on the command line: --data DIR)") from None
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    return x, y
-
-
-def _parse_model_spec(spec):
-    """'lenet5', 'lenet5:pretrained', 'lenet5:fashion-mnist' -> (builder name, pretrained)."""
-    name, _, weights = spec.partition(":")
-    name = name.replace("-", "_")
-    if name not in MODEL_NAMES:
-        raise CommandError(f"unknown model {spec!r}: give a .h5 file or one of "
-                           f"{', '.join(MODEL_NAMES)} (optionally :pretrained or :<dataset>)")
-    if weights in ("", None):
-        return name, False
-    if weights == "pretrained":
-        return name, True
-    if weights in DATASETS:
-        return name, weights
-    raise CommandError(f"unknown weights {weights!r} in {spec!r}: use :pretrained or "
-                       f":{' or :'.join(DATASETS)}")
-
-
-def _is_file_spec(spec):
-    return os.path.splitext(spec)[1].lower() in (".h5", ".hdf5") or os.path.sep in spec \
-        or os.path.exists(spec)
-
-
-def zoo_model(name, pretrained=False):
-    """models.<name>(pretrained=...); a zoo that is not there yet is a CommandError."""
-    from . import models
-    builder = getattr(models, name, None)
-    if builder is None:
-        raise CommandError(f"the model zoo has no {name!r} in this build of im2colnet")
-    return builder(pretrained=pretrained)
-
-
-def load_model_file(path, with_optimizer=False):
-    """load_model(path), checking first that the file is there.
-
-    with_optimizer: returns (model, optimizer or None)."""
-    if not os.path.isfile(path):
-        raise CommandError(f"{path}: no such model file")
-    from .serialization import load_model
-    if not with_optimizer:
-        return load_model(path)
-    loaded = load_model(path, with_optimizer=True)
-    return loaded if isinstance(loaded, tuple) else (loaded, None)
-
-
-def load_model_spec(spec):
-    """A model from a .h5 file or from the zoo (MODEL[:pretrained]) -> (model, metadata dict)."""
-    if _is_file_spec(spec):
-        model = load_model_file(spec)
-    else:
-        model = zoo_model(*_parse_model_spec(spec))
-    return model, dict(getattr(model, "metadata", None) or {})
-
-
-def _input_shape(model):
-    shape = getattr(model, "input_shape", None)
-    return tuple(shape) if shape else (1, 28, 28)
-
-
-# ---------------------------------------------------------------- output helpers
-
-def confusion_matrix(y_true, y_pred, num_classes):
-    """counts[i, j]: how many samples of class i were predicted as j."""
-    return np.bincount(y_true * num_classes + y_pred,
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def format_confusion(counts):
-    """Rows: true class, columns: predicted class."""
-    k = counts.shape[0]
-    width = max(len(str(counts.max())), len(str(k - 1))) + 1
-    lines = ["true\\pred" + "".join(str(j).rjust(width) for j in range(k))]
-    for i in range(k):
-        lines.append(str(i).rjust(9) + "".join(str(c).rjust(width) for c in counts[i]))
-    return "\n".join(lines)
-
-
-def _history_dict(history):
-    """History -> {name: [per-epoch values]} (a History object or a plain dict)."""
-    data = getattr(history, "history", history)
-    return dict(data) if isinstance(data, dict) else {}
-
-
-def plot_curves(history, path):
-    """Loss and accuracy per epoch, train and validation (needs matplotlib)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        # `train` validates on the test split after each epoch: val_* are test-set figures.
-        for key, label in ((metric, "train"), (f"val_{metric}", "test set")):
-            values = history.get(key)
-            if values:
-                ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel(metric)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _require(module, purpose, extra):
-    try:
-        __import__(module)
-    except ImportError:
-        raise CommandError(f"{purpose} needs {module}: pip install {module} "
-                           f"(or pip install im2colnet[{extra}])") from None
-
-
 # ---------------------------------------------------------------- subcommands
 
 def _make_optimizer(name, lr):
-    from . import optim
     if name == "sgd":
         return optim.SGD(0.01 if lr is None else lr, momentum=0.9)
     return optim.Adam(1e-3 if lr is None else lr)
@@ -220,7 +57,7 @@ def cmd_train(args, out=sys.stdout):
     equals training 1, saving, and resuming for 1 more.
     """
     if args.plot:
-        _require("matplotlib", "--plot", "plot")
+        require("matplotlib", "--plot", "plot")
     if args.epochs < 1:
         raise CommandError(f"--epochs: must be >= 1, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -238,7 +75,7 @@ def cmd_train(args, out=sys.stdout):
         model, optimizer = load_model_file(args.resume, with_optimizer=True)
         meta = dict(getattr(model, "metadata", None) or {})
     else:
-        model = zoo_model(*_parse_model_spec(args.model))
+        model = zoo_model(*parse_model_spec(args.model))
     if optimizer is None:
         optimizer = _make_optimizer(args.optimizer, args.lr)
     dataset = args.dataset or meta.get("dataset") or "mnist"
@@ -250,7 +87,6 @@ def cmd_train(args, out=sys.stdout):
     seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
     x, y = load_dataset(dataset, "train", args.data, args.limit)
     x_test, y_test = load_dataset(dataset, "test", args.data, args.limit)
-    from .losses import CrossEntropyLoss
     epochs = (f"epoch {first_epoch + 1}" if args.epochs == 1
               else f"epochs {first_epoch + 1}-{first_epoch + args.epochs}")
     print(f"training {args.resume or args.model} on {dataset}: {len(x)} images, {epochs}, "
@@ -265,8 +101,6 @@ def cmd_train(args, out=sys.stdout):
     print(f"test accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
           f"(trained in {seconds:.1f} s, validation included)", file=out)
     if args.out:
-        from . import __version__
-        from .serialization import save_model
         metadata = {
             "dataset": dataset, "test_accuracy": float(scores["accuracy"]),
             "test_loss": float(scores["loss"]), "epochs": first_epoch + args.epochs,
@@ -278,29 +112,9 @@ def cmd_train(args, out=sys.stdout):
         save_model(model, args.out, optimizer=optimizer, metadata=metadata)
         print(f"saved {args.out}", file=out)
     if args.plot:
-        plot_curves(_history_dict(history), args.plot)
+        plot_curves(history_dict(history), args.plot)
         print(f"wrote {args.plot}", file=out)
     return 0
-
-
-def evaluate_model(model, dataset, data=None, limit=None, out=sys.stdout, confusion=True,
-                   prefix=""):
-    """Print accuracy, loss, images/s (and the confusion matrix) of model on dataset's test set;
-    returns the accuracy. prefix starts the summary line."""
-    from .functional import softmax_cross_entropy
-    x, y = load_dataset(dataset, "test", data, limit)
-    t0 = time.perf_counter()
-    scores = model.predict(x, batch_size=256)
-    seconds = time.perf_counter() - t0
-    loss, _ = softmax_cross_entropy(scores.astype(np.float64), y)
-    predicted = scores.argmax(axis=1)
-    accuracy = float(np.mean(predicted == y))
-    print(f"{prefix}{dataset} test set: accuracy {accuracy:.4f}, loss {loss:.4f}, {len(x)} images, "
-          f"{len(x) / seconds:.0f} images/s", file=out)
-    if confusion:
-        print("confusion matrix (rows: true class, columns: predicted):", file=out)
-        print(format_confusion(confusion_matrix(y, predicted, scores.shape[1])), file=out)
-    return accuracy
 
 
 def cmd_evaluate(args, out=sys.stdout):
@@ -315,93 +129,23 @@ def cmd_evaluate(args, out=sys.stdout):
     return 0
 
 
-def read_image(path, shape, invert=False):
-    """One image file -> float32 array (n, C, H, W) scaled like the training data ([0, 1]).
-
-    .npy: (H, W), (C, H, W) or a batch (n, C, H, W); integer arrays are divided by 255.
-    PNG/JPEG (Pillow): converted to the model's channels, resized to its H x W.
-    invert: 1 - x, for dark digits on a light background (MNIST is light on dark).
-    """
-    channels, height, width = shape
-    if path.lower().endswith(".npy"):
-        arr = np.load(path, allow_pickle=False)
-        if arr.dtype.kind in "iub":
-            arr = arr.astype(np.float32) / 255.0
-        elif arr.dtype.kind != "f":
-            raise CommandError(f"{path}: dtype {arr.dtype} is not an image")
-        arr = arr.astype(np.float32)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[1:] != shape:
-            raise CommandError(f"{path}: shape {arr.shape} does not fit the model's input "
-                               f"{shape} (give (H, W), (C, H, W) or (n, C, H, W))")
-    else:
-        _require("PIL", f"reading {os.path.basename(path)}", "image")
-        from PIL import Image, UnidentifiedImageError
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L" if channels == 1 else "RGB").resize(
-                    (width, height), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32) / 255.0
-        except UnidentifiedImageError:
-            raise CommandError(f"{path}: not an image Pillow can read") from None
-        arr = arr[None, None] if channels == 1 else arr.transpose(2, 0, 1)[None]
-    return 1.0 - arr if invert else arr
-
-
-def _class_label(k, names):
-    """'3', or '3 (Dress)' when the dataset's classes have names other than their numbers."""
-    if names and k < len(names) and names[k] != str(k):
-        return f"{k} ({names[k]})"
-    return str(k)
-
-
 def cmd_predict(args, out=sys.stdout):
-    from .functional import softmax_forward
     if args.top < 1:
         raise CommandError(f"--top: must be >= 1, got {args.top}")
     for path in args.images:
         if not os.path.isfile(path):
             raise CommandError(f"{path}: no such image file")
     model, meta = load_model_spec(args.model)
-    shape = _input_shape(model)
+    shape = input_shape(model)
     names = CLASS_NAMES.get(meta.get("dataset", "mnist"))
     for path in args.images:
         probs = softmax_forward(model.predict(read_image(path, shape, args.invert)))
         for i, p in enumerate(probs):
             top = np.argsort(p)[::-1][:args.top]
             label = path if len(probs) == 1 else f"{path}[{i}]"
-            print(label + ": " + ", ".join(f"{_class_label(k, names)} {p[k]:.3f}" for k in top),
+            print(label + ": " + ", ".join(f"{class_label(k, names)} {p[k]:.3f}" for k in top),
                   file=out)
     return 0
-
-
-def _cell(value):
-    return format(value, ".4g") if isinstance(value, float) else str(value)
-
-
-def format_metadata(meta, indent="  "):
-    """A model file's metadata as text lines: nested dicts indented, a list of records
-    (e.g. the per-epoch training history) as a table, everything else as key: value."""
-    lines = []
-    for key in sorted(meta):
-        value = meta[key]
-        if isinstance(value, dict) and value:
-            lines.append(f"{indent}{key}:")
-            lines += format_metadata(value, indent + "  ")
-        elif (isinstance(value, list) and value
-              and all(isinstance(v, dict) for v in value)):
-            columns = list(dict.fromkeys(k for record in value for k in record))
-            rows = [columns] + [[_cell(record.get(c, "")) for c in columns] for record in value]
-            widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-            lines.append(f"{indent}{key}:")
-            lines += [indent + "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths))
-                      for row in rows]
-        else:
-            lines.append(f"{indent}{key}: {_cell(value)}")
-    return lines
 
 
 def cmd_summary(args, out=sys.stdout):
@@ -414,7 +158,6 @@ def cmd_summary(args, out=sys.stdout):
 
 
 def cmd_bench(args, out=sys.stdout):
-    from . import bench
     try:
         bench.run(args, out=out)
     except bench.BenchError as exc:
@@ -423,7 +166,6 @@ def cmd_bench(args, out=sys.stdout):
 
 
 def cmd_demo(args, out=sys.stdout):
-    from .demo import run_demo
     return run_demo(args, out)
 
 
@@ -439,7 +181,6 @@ def _add_data_args(p, dataset_default="mnist"):
 
 
 def build_parser():
-    from . import __version__, bench
     parser = _Parser(prog="im2colnet", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"im2colnet {__version__}")
@@ -515,7 +256,6 @@ def main(argv=None):
     prog = f"im2colnet {args.command}"
     if os.environ.get("IM2COLNET_DEBUG"):
         return args.func(args)
-    from .serialization import ModelFormatError
     try:
         return args.func(args)
     except BrokenPipeError:  # the output went to a pager or `head` that closed early

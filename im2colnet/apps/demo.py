@@ -14,7 +14,11 @@ import shutil
 import subprocess
 import time
 
-from .cli import CommandError, data_root, evaluate_model, load_dataset, zoo_model
+from ..losses import CrossEntropyLoss
+from ..optim import SGD
+from . import bench
+from .inputs import CommandError, data_root, load_dataset, zoo_model
+from .report import evaluate_model
 
 FASHION_PACKAGE = "dataset-fashion-mnist"
 PRETRAINED = (("lenet5", True), ("lenet5", "fashion-mnist"), ("vgg_small", True))
@@ -65,8 +69,6 @@ def locate_fashion(data, allow_install, out):
 
 
 def train_lenet5(data, out):
-    from .losses import CrossEntropyLoss
-    from .optim import SGD
     x, y = load_dataset("mnist", "train", data)
     model = zoo_model("lenet5")
     print(f"   LeNet-5 on MNIST, one epoch of {len(x)} images, SGD lr 0.01 momentum 0.9, "
@@ -100,7 +102,6 @@ def score_pretrained(data, out):
 def quick_bench(out):
     """`im2colnet bench --quick --threads 1`: one thread gives steady figures on a
     shared machine (see the README); the rest of the demo keeps the default."""
-    from . import bench
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     before = bench.blas_threads()

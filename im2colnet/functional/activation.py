@@ -1,7 +1,7 @@
 """ReLU forward and backward (Cython loops over flat contiguous memory)."""
 import numpy as np
 
-from .._blas import threads_worth
+from ..runtime.threads import threads_worth
 from .._checks import as_float
 from .._kernels import relu as _relu
 

@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from .._blas import threads_worth
+from ..runtime.threads import threads_worth
 from .._checks import as_float, check_batch
 from .._kernels import batchnorm as _bn
 

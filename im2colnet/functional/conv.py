@@ -14,7 +14,7 @@ build phi(x)^T (Caffe's layout, see ``im2colnet._kernels.im2col``), so the
 products are computed transposed: Y^T = C^T phi^T is a sample's (K, Ho*Wo)
 slice of the NCHW output, and dphi^T = C dY^T is in the layout col2im reads.
 The products run one per sample, reading and writing the NCHW arrays in
-place (im2colnet._blas.matmul_each: the samples are split over our threads).
+place (im2colnet.runtime.gemm.matmul_each: the samples are split over our threads).
 Only when NumPy's matmul does the products (a BLAS other than NumPy's
 OpenBLAS) do large layers (products over SMALL_GEMM_FLOPS) take one product
 per block of samples instead, with a copy between the block's (K, nb, Ho*Wo)
@@ -44,8 +44,8 @@ import threading
 
 import numpy as np
 
-from .._blas import (SMALL_GEMM_FLOPS, gemm_threads, matmul, matmul_each, matmul_each_sum,
-                     threaded_gemm)
+from ..runtime.blas import SMALL_GEMM_FLOPS, gemm_threads
+from ..runtime.gemm import matmul, matmul_each, matmul_each_sum, threaded_gemm
 from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import conv_direct as _direct
 from .._kernels import im2col as _im2col

@@ -1,6 +1,6 @@
 """Linear (fully connected) layer: y = x W^T + b, with w of shape (Fout, Fin).
 
-Each pass is one BLAS matrix product (im2colnet._blas.matmul):
+Each pass is one BLAS matrix product (im2colnet.runtime.gemm.matmul):
     Full_F:    y  = x W^T + b         (N, Fin) x (Fin, Fout)
     Full_BF:   dx = dY W              (N, Fout) x (Fout, Fin)
     Full_grad: dW = dY^T x,  db = sum_n dY[n]
@@ -9,7 +9,8 @@ An input with more than two axes, e.g. (N, C, H, W), is flattened to
 """
 import numpy as np
 
-from .._blas import gemm_threads, matmul
+from ..runtime.blas import gemm_threads
+from ..runtime.gemm import matmul
 from .._checks import as_float, check_batch
 
 __all__ = ["linear_forward", "linear_backward_data", "linear_backward_weights"]

@@ -15,7 +15,7 @@ Average pooling pads with 0 and divides by kh*kw (padding included).
 """
 import numpy as np
 
-from .._blas import threads_worth
+from ..runtime.threads import threads_worth
 from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import pool as _pool
 

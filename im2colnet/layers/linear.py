@@ -1,4 +1,4 @@
-"""Linear, Flatten, Dropout and Softmax."""
+"""Linear, and the two layers that only reshape or mask its input: Flatten, Dropout."""
 import numbers
 
 import numpy as np
@@ -7,7 +7,7 @@ from .. import functional as F
 from .._checks import as_float
 from .base import Layer, ParamLayer, check_int
 
-__all__ = ["Linear", "Flatten", "Dropout", "Softmax"]
+__all__ = ["Linear", "Flatten", "Dropout"]
 
 
 class Linear(ParamLayer):
@@ -128,28 +128,3 @@ class Dropout(Layer):
 
     def get_config(self):
         return {"p": self.p, "seed": self.seed}
-
-
-class Softmax(Layer):
-    """p = softmax over all non-batch axes (F.softmax_forward); (N, K) or (N, C, H, W).
-
-    backward: dx = p * (dy - sum_k dy_k p_k) per sample (the softmax Jacobian
-    diag(p) - p p^T applied to dy). For training a classifier, use
-    CrossEntropyLoss on the scores instead: it fuses the softmax.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._p = None
-
-    def forward(self, x, training=False):
-        p = F.softmax_forward(x)
-        self._p = p if training else None
-        return p
-
-    def backward(self, dy, need_dx=True):
-        p = self._saved(self._p)
-        dy = as_float(dy, "dy", dtype=p.dtype)
-        p2, dy2 = p.reshape(p.shape[0], -1), dy.reshape(p.shape[0], -1)
-        dx = p2 * (dy2 - np.sum(dy2 * p2, axis=1, keepdims=True))
-        return dx.reshape(p.shape)
