@@ -50,8 +50,8 @@ from .._check_build import build_info
 from ..runtime.blas import blas_info, gemm_threads
 from ..runtime.blas import set_blas_threads as _set_openblas_threads
 from ..runtime.gemm import matmul, threaded_gemm
+from ..runtime import tune
 from ..runtime.threads import set_thread_count, thread_count
-from .. import _untuned_environment
 from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
 
 __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_shape",
@@ -211,8 +211,7 @@ def run_torch_peer(request, timeout=1800):
     request = dict(request, threads=blas_threads())  # the same number of cores as ours
     try:
         child = subprocess.run([sys.executable, script], input=json.dumps(request),
-                               capture_output=True, text=True, timeout=timeout,
-                               env=_untuned_environment())
+                               capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError) as exc:
         raise _Unavailable(f"the PyTorch process did not run ({exc})") from None
     if child.returncode != 0:
@@ -722,12 +721,14 @@ def run(args, out=sys.stdout, err=sys.stderr):
     return report
 
 
-def main(argv=None, prog="python -m im2colnet.bench"):
-    """Parse argv (default sys.argv[1:]), run, print; returns the exit code (2 on a bad option)."""
+def main(argv=None, prog="python -m im2colnet.apps.bench"):
+    """Parse argv (default sys.argv[1:]), tune the process (im2colnet.runtime.tune), run,
+    print; returns the exit code (2 on a bad option)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    tune()
     try:
         run(args)
     except BenchError as exc:
