@@ -5,8 +5,9 @@
     threads  how many threads our kernels use, and when a kernel is worth them
     malloc   glibc's malloc settings for training loops
 
-Importing im2colnet changes nothing in the process beyond loading the kernels and a
-fork handler (a forked child runs our kernels on one thread). The settings that
+Importing im2colnet changes nothing in the process beyond loading the kernels (with
+the OpenMP spin count they were tuned for, see _check_build.py) and a fork handler
+(a forked child runs our kernels on one thread). The settings that
 speed up training but touch the whole process are one call, ``tune()``, made by the
 ``im2colnet`` command (train, bench, demo) and by the benchmark scripts, and by any
 program that wants them.
