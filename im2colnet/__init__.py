@@ -6,6 +6,7 @@ own package), never inside a function (tests/test_import_order.py checks this):
     _kernels          the compiled Cython loops (one file per kernel family)
     _check_build      imports the kernels, or says how to build them; build_info()
     _checks           argument validation at the Python boundary
+    _config           the config round trip of layers, losses, optimizers, schedules
     runtime/          BLAS discovery, products on our threads, thread counts, tuning
     functional/       the operations (reference.py and numpy_im2col.py: the two
                       independent references; info.py, datasets.py beside them)

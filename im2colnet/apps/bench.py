@@ -196,7 +196,7 @@ def torch_version():
 
 
 class _Unavailable(Exception):
-    """A method that cannot run here (not installed, not implemented yet)."""
+    """A method that cannot run here (PyTorch not installed, or its process failed)."""
 
 
 def run_torch_peer(request, timeout=1800):
@@ -291,15 +291,9 @@ def _ratio(a, b):
 
 
 def _time_pass(fns, flops, budget, direct_budget, max_repeats):
-    """{method: fn} of one pass -> {method: timing dict}; a method whose call raises
-    NotImplementedError (a part not written yet) gets {"error": ...} instead."""
-    runnable, timings, first = {}, {}, {}
-    for method, fn in fns.items():
-        try:
-            first[method] = timed(fn)  # the warm-up call
-            runnable[method] = fn
-        except NotImplementedError as exc:
-            timings[method] = {"error": f"not implemented yet ({exc})"}
+    """{method: fn} of one pass -> {method: timing dict}."""
+    runnable, timings = dict(fns), {}
+    first = {method: timed(fn) for method, fn in fns.items()}   # the warm-up calls
     # The fast methods take turns; the direct loops (seconds per call) run as a block
     # with their own budget.
     shared = {m: fn for m, fn in runnable.items() if m != "direct"}
@@ -413,27 +407,19 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
     for name in names:
         if progress:
             progress(f"model {name}")
-        builder = getattr(zoo, name, None)
-        if builder is None:
-            results.append({"model": name, "error": "not available yet (no such zoo model "
-                                                    "in this build)"})
-            continue
-        try:
-            model = builder()
-            in_shape = tuple(model.input_shape)
-            x_train = rng.random((train_images,) + in_shape).astype(dtype)
-            model.build(in_shape, seed=seed)
-            if np.dtype(dtype) != np.float32 and hasattr(model, "astype"):
-                model.astype(dtype)
-            classes = model.predict(x_train[:1]).shape[1]
-            y_train = rng.integers(0, classes, train_images)
-            x_infer = rng.random((256,) + in_shape).astype(dtype)
-            results.append({"model": name, "input_shape": list(in_shape),
-                            "ours": _bench_ours(model, x_train, y_train, x_infer, budget,
-                                                max_repeats)})
-            configs.append({"name": name, "config": model.get_config()})
-        except NotImplementedError as exc:
-            results.append({"model": name, "error": f"not implemented yet ({exc})"})
+        if name not in ("lenet5", "vgg_small"):
+            raise ValueError(f"names: no zoo model {name!r}; choose from lenet5, vgg_small")
+        model = getattr(zoo, name)()
+        in_shape = tuple(model.input_shape)
+        x_train = rng.random((train_images,) + in_shape).astype(dtype)
+        model.build(in_shape, seed=seed)
+        model.astype(dtype)
+        classes = model.predict(x_train[:1]).shape[1]
+        y_train = rng.integers(0, classes, train_images)
+        x_infer = rng.random((256,) + in_shape).astype(dtype)
+        results.append({"model": name, "input_shape": list(in_shape),
+                        "ours": _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats)})
+        configs.append({"name": name, "config": model.get_config()})
     if with_torch and configs:
         if progress:
             progress("PyTorch models (in a child process)")
@@ -561,9 +547,6 @@ def format_model_table(results):
               "latency ms (b=1)", "torch", "train ours/torch", "infer ours/torch"]
     rows, notes = [], []
     for r in results:
-        if "error" in r:
-            notes.append(f"{r['model']}: {r['error']}")
-            continue
         ours, theirs, ratios = r["ours"], r.get("torch", {}), r.get("ratios", {})
         if "error" in theirs:
             notes.append(f"{r['model']} torch: {theirs['error']}")

@@ -95,11 +95,10 @@ def _is_file_spec(spec):
 
 
 def zoo_model(name, pretrained=False):
-    """models.<name>(pretrained=...); a zoo that is not there yet is a CommandError."""
-    builder = getattr(models, name, None)
-    if builder is None:
-        raise CommandError(f"the model zoo has no {name!r} in this build of im2colnet")
-    return builder(pretrained=pretrained)
+    """models.<name>(pretrained=...) for a name of MODEL_NAMES."""
+    if name not in MODEL_NAMES:
+        raise CommandError(f"the model zoo has no {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return getattr(models, name)(pretrained=pretrained)
 
 
 def load_model_file(path, with_optimizer=False):
@@ -108,10 +107,7 @@ def load_model_file(path, with_optimizer=False):
     with_optimizer: returns (model, optimizer or None)."""
     if not os.path.isfile(path):
         raise CommandError(f"{path}: no such model file")
-    if not with_optimizer:
-        return load_model(path)
-    loaded = load_model(path, with_optimizer=True)
-    return loaded if isinstance(loaded, tuple) else (loaded, None)
+    return load_model(path, with_optimizer=with_optimizer)
 
 
 def load_model_spec(spec):
