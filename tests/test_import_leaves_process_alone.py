@@ -97,3 +97,16 @@ im2colnet.functional.conv2d_forward(x, np.ones((4, 3, 3, 3), np.float32))
 print(decided_at_import, gemm._decided)
 """
     assert run_child(code) == ["False", "True"]
+
+
+def test_the_zoo_and_the_old_names_are_reachable_after_import_im2colnet():
+    """im2colnet.models.lenet5 without `from im2colnet import models`; the public names that
+    moved with the layout (API section 2 and 5) still answer where they did."""
+    code = """
+import im2colnet
+import im2colnet.cli
+print(im2colnet.models.lenet5().name, im2colnet.layers.Sequential is im2colnet.Sequential,
+      im2colnet.layers.History is im2colnet.History, callable(im2colnet.cli.main),
+      im2colnet.load_model is im2colnet.sequential.load_model)
+"""
+    assert run_child(code) == ["lenet5", "True", "True", "True", "True"]
