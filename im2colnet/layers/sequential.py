@@ -169,6 +169,18 @@ class Sequential:
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 
+    def state_dict(self):
+        """{PyTorch nn.Sequential name: array copy}, e.g. "0.weight", "1.running_mean"
+        (im2colnet.state_dict.state_dict)."""
+        from ..state_dict import state_dict
+        return state_dict(self)
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays named as by state_dict() (e.g. a PyTorch model's) into the model
+        (im2colnet.state_dict.load_state_dict)."""
+        from ..state_dict import load_state_dict
+        return load_state_dict(self, state, strict)
+
     def state_copy(self):
         """Copies of every parameter and buffer (see load_state)."""
         return [({k: v.copy() for k, v in layer.params.items()},
