@@ -111,6 +111,7 @@ setup(
         "im2colnet.functional",
         "im2colnet.layers",
         "im2colnet.models",
+        "im2colnet.onnx",
     ],
     # The model zoo lives in the top-level models/ folder of the repository.
     package_dir={"im2colnet.models": "models"},
