@@ -389,3 +389,49 @@ def test_onnx_is_imported_only_by_im2colnet_onnx_and_its_absence_says_what_to_in
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pip install 'im2colnet[onnx]'" in result.stdout
+
+
+@pytest.mark.filterwarnings("ignore")      # the TorchScript exporter's deprecation and tracer warnings
+@pytest.mark.parametrize("kind", ["GRU", "RNN", "LSTM"])
+def test_torch_recurrent_export_loads_with_its_zero_initial_state(tmp_path, kind):
+    """torch writes the zero initial state as Expand(0, shape computed from Shape(x)) and
+    slices it per stacked layer: that is our initial state, not a branch."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    nn = torch.nn
+    options = {"nonlinearity": "relu"} if kind == "RNN" else {"num_layers": 2} if kind == "LSTM" else {}
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = getattr(nn, kind)(4, 6, batch_first=True, **options)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc(self.cell(x)[0][:, -1])
+    net = Classifier().eval()
+    path = tmp_path / "rec.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 5, 4),), str(path), input_names=["input"],
+                      dynamic_axes={"input": {0: "N"}}, opset_version=17, dynamo=False)
+    model = inet_onnx.load(path)
+    assert [type(layer).__name__ for layer in model] == [kind, "LastTimeStep", "Linear"]
+    x = np.random.default_rng(0).standard_normal((3, 5, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, **TOL)
+
+
+def test_a_non_zero_initial_state_is_named(tmp_path):
+    w, r = _weights(4, (1, 5, 3), (1, 5, 5))
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("RNN", ["t", "w", "r", "", "", "h0"], ["y4"], name="rnn", hidden_size=5),
+             helper.make_node("Squeeze", ["y4", "axis"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["y"], perm=[1, 0, 2])]
+    inits = dict(w=w, r=r, h0=np.ones((1, 2, 5), np.float32), axis=np.array([1], np.int64))
+    path = _save(_model(nodes, inits, [2, 4, 3], [2, 4, 5]), tmp_path)
+    with pytest.raises(ValueError, match=r"node 'rnn' \(RNN\): the input initial_h is not supported"):
+        inet_onnx.load(path)
+    inits["h0"] = np.zeros((1, 2, 5), np.float32)         # zeros: our own initial state
+    path = _save(_model(nodes, inits, [2, 4, 3], [2, 4, 5]), tmp_path, "zeros.onnx")
+    x = np.random.default_rng(5).random((2, 4, 3), dtype=np.float32)
+    np.testing.assert_allclose(inet_onnx.load(path).predict(x), run_ort(path, x), **TOL)

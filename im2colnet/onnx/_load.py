@@ -11,7 +11,9 @@ initialisers or Constant nodes). Nodes and what they become:
     MaxPool, AveragePool          MaxPool2d, AvgPool2d (count_include_pad=1 when padded)
     Flatten(axis=1), Reshape      Flatten (a Reshape must keep the batch and flatten)
     Softmax                       Softmax over the features (or Flatten-Softmax-Reshape)
-    Transpose, RNN/LSTM/GRU, Squeeze, Transpose    RNN/LSTM/GRU (forward, batch-first)
+    Transpose, RNN/LSTM/GRU, Squeeze, Transpose    RNN/LSTM/GRU (forward, batch-first; an
+                                  initial state only when it is zeros, also when computed
+                                  from Shape nodes as torch.onnx.export writes it)
     Gather(index -1, axis 1)      LastTimeStep
     Slice of H, W before a Conv or pool      a negative padding (a crop)
     Reshape-ReduceMax; Reshape-BatchNormalization-Reshape    Maxout; per-activation BN
@@ -102,8 +104,70 @@ class _Importer:
                 self.consts[node.output[0]] = self.consts[node.input[0]]
             else:
                 self.nodes.append(node)
+        self.zeros = self._zero_states()
         self.layers, self.weights = [], []      # weights[i]: {(store, key): array} of layers[i]
         self.crop = None                        # a Slice waiting for its Conv or pool
+
+    def _zero_states(self):
+        """Names of tensors that are zeros of a run-time shape (an Expand of a zero constant,
+        a ConstantOfShape of 0) whose shape is computed from Shape nodes only, as
+        torch.onnx.export writes an RNN's initial state. Those nodes leave self.nodes, so the
+        Shape nodes do not look like branches; a recurrent node may take such a state (our
+        initial state is zeros)."""
+        producer = {name: node for node in self.nodes for name in node.output}
+        readers = {}
+        for node in self.nodes:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        zeros, dropped = set(), []
+        for node in self.nodes:
+            if node.op_type == "Expand" and node.input[0] in self.consts:
+                value, shape_input = self.consts[node.input[0]], node.input[1]
+            elif node.op_type == "ConstantOfShape":
+                attr = next((a for a in node.attribute if a.name == "value"), None)
+                value = np.zeros(1) if attr is None else numpy_helper.to_array(attr.t)
+                shape_input = node.input[0]
+            else:
+                continue
+            plumbing = self._shape_plumbing(shape_input, producer)
+            if plumbing is None or np.any(value != 0):
+                continue
+            inside = {id(n) for n in plumbing} | {id(node)}
+            outputs = {name for n in plumbing for name in n.output}
+            if all(id(r) in inside for name in outputs for r in readers.get(name, [])):
+                zeros.add(node.output[0])
+                dropped += plumbing + [node]
+        # A piece of zeros is zeros (torch slices one layer's state out of a stacked one).
+        growing = True
+        while growing:
+            growing = False
+            for node in self.nodes:
+                if (node.op_type in ("Slice", "Gather", "Squeeze", "Unsqueeze", "Reshape")
+                        and node.input[0] in zeros and node.output[0] not in zeros
+                        and all(n in self.consts or n == "" for n in node.input[1:])):
+                    zeros.add(node.output[0])
+                    dropped.append(node)
+                    growing = True
+        ids = {id(n) for n in dropped}
+        self.nodes = [n for n in self.nodes if id(n) not in ids]
+        return zeros
+
+    def _shape_plumbing(self, name, producer, ops=("Shape", "Gather", "Unsqueeze", "Squeeze",
+                                                   "Concat", "Slice", "Cast", "Reshape")):
+        """The nodes computing tensor ``name`` from constants and Shape nodes only, else None."""
+        found, todo = [], [name]
+        while todo:
+            name = todo.pop()
+            if name in self.consts or name == "":
+                continue
+            node = producer.get(name)
+            if node is None or node.op_type not in ops:
+                return None
+            if not any(node is n for n in found):
+                found.append(node)
+                if node.op_type != "Shape":
+                    todo.extend(node.input)
+        return found
 
     # -- constants ------------------------------------------------------------------------
     def _constant_value(self, node):
@@ -175,7 +239,7 @@ class _Importer:
                                    f"im2colnet.onnx.load reads chains of nodes")
             node = after[0]
             for name in node.input:
-                if name not in ("", tensor) and name not in self.consts:
+                if name not in ("", tensor) and name not in self.consts and name not in self.zeros:
                     _fail(node, f"it also reads {name!r}, computed elsewhere in the graph: a branch "
                                 f"that merges; im2colnet.onnx.load reads chains of nodes")
             for name in node.output[1:]:
@@ -553,8 +617,9 @@ def _cell(imp, node):
                         f"forward, batch-first through Transposes, default activations"
                         f"{', linear_before_reset=1' if op == 'GRU' else ''})")
     for k, what in ((4, "sequence_lens"), (5, "initial_h"), (6, "initial_c"), (7, "P (peepholes)")):
-        if k < len(node.input) and node.input[k]:
-            _fail(node, f"the input {what} is not supported")
+        name = node.input[k] if k < len(node.input) else ""
+        if name and not (k in (5, 6) and (name in imp.zeros or _all_zero(imp.consts.get(name)))):
+            _fail(node, f"the input {what} is not supported (an initial state only when it is zeros)")
     order = RECURRENT[op][1]
     hidden = int(attrs["hidden_size"] or 0)
     w, r = imp.const(node, 1, "W"), imp.const(node, 2, "R")
@@ -571,6 +636,10 @@ def _cell(imp, node):
     arrays = {"weight_ih": from_onnx_gates(w[0], order), "weight_hh": from_onnx_gates(r[0], order),
               "bias_ih": from_onnx_gates(b[0, :gh], order), "bias_hh": from_onnx_gates(b[0, gh:], order)}
     return op, hidden, tuple(extra.items()), arrays
+
+
+def _all_zero(value):
+    return value is not None and not np.any(value)
 
 
 def _gather(imp, chain, i, shape):
