@@ -58,9 +58,21 @@ from .serialization import ModelFormatError, load_model  # noqa: E402,F401
 
 
 def build_info():
-    """How the compiled kernels were built: {'openmp': bool, 'boundscheck': bool}."""
+    """How the compiled kernels were built and which micro-kernels run:
+    {'openmp': bool, 'boundscheck': bool, 'kernel': the packed GEMM's level in use
+    ("avx512", "avx2" or "portable"; IM2COLNET_KERNEL forces one),
+    'kernels_supported': the levels this CPU runs}."""
     from . import _build_config
-    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK}
+    from ._kernels import packed_conv
+    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK,
+            "kernel": packed_conv.level(), "kernels_supported": packed_conv.supported_levels()}
+
+
+def _set_kernel_level(name):
+    """Run the packed GEMM's micro-kernel level `name` from now on; returns the previous
+    one (for tests: the process-wide choice IM2COLNET_KERNEL makes at import)."""
+    from ._kernels import packed_conv
+    return packed_conv.set_level(name)
 
 
 def _untuned_environment():

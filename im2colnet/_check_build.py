@@ -14,6 +14,6 @@ _HOW_TO_BUILD = (
 def import_kernels():
     """Import every compiled kernel module, or raise a readable ImportError."""
     try:
-        from ._kernels import batchnorm, conv_direct, gemm, im2col, pool, relu  # noqa: F401
+        from ._kernels import batchnorm, conv_direct, gemm, im2col, packed_conv, pool, relu  # noqa: F401
     except ImportError as exc:
         raise ImportError(_HOW_TO_BUILD.format(error=exc)) from exc
