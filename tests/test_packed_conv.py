@@ -236,3 +236,21 @@ def test_environment_forces_a_level():
     assert out.returncode == 0, out.stderr
     chosen, best = out.stdout.split()
     assert chosen == best and "IM2COLNET_KERNEL" in out.stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_kernel_data_gradient_on_every_case(level, case):
+    """The packed data gradient itself, also where the dispatcher prefers the BLAS route
+    (column stride > 1, see functional.conv._packed_wins)."""
+    from im2colnet._checks import conv_geometry
+    x, w, _ = (a.astype(np.float32) for a in make(case))
+    opts = options(case)
+    g = conv_geometry(x.shape[2:], w.shape[2:], opts["stride"], opts["padding"],
+                      opts["dilation"], opts["anchor"])
+    dy = np.random.default_rng(3).standard_normal(
+        (x.shape[0], w.shape[0], g.out_h, g.out_w)).astype(np.float32)
+    dx = np.full(x.shape, np.nan, np.float32)
+    packed_conv.backward_data(dy, w.reshape(w.shape[0], -1), dx,
+                              (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl), 2)
+    close(dx, F.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), x.shape,
+                                     method="direct", **opts), "backward-data")

@@ -151,8 +151,15 @@ def _check_w_shape(w_shape, x_shape, out_channels):
 # ------------------------------------------------------------------- helpers
 
 def _packed_wins(dtype, g, pass_):
-    """Does method="im2col" take the packed kernel (float32) rather than the BLAS route?"""
-    return dtype == np.float32
+    """Does method="im2col" take the packed kernel rather than the BLAS route?
+
+    float32 only, and not the data gradient of a convolution with a column stride
+    above 1: its col2im adds back one cell in sw, element by element, and it was the
+    one pass measured slower than the BLAS route (docs/performance.md).
+    """
+    if dtype != np.float32:
+        return False
+    return not (pass_ == "backward-data" and g.sw > 1)
 
 
 def _sum_in_order(partial):

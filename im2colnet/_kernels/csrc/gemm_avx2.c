@@ -1,13 +1,14 @@
 /* AVX2+FMA micro-kernels, compiled for that target by function attribute and chosen
  * at run time (machines without AVX-512).
  *   outer: 4 x 24 tile (12 ymm accumulators + 3 pixel loads + 1 broadcast = 16 registers).
- *   dot:   4 x 2 tile (8 ymm accumulators) along 24-pixel slivers. */
+ *   dot:   4 x 3 tile (12 ymm accumulators + 3 tap loads + 1 kernel load) along 24-pixel
+ *          slivers: 7 loads per 12 FMAs. */
 #include "packed_gemm.h"
 
 #define MR 4
 #define NR 24
 #define DM 4
-#define DN 2
+#define DN 3
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -66,10 +67,12 @@ TARGET static void dot_avx2(int64_t ns, const float *a, int64_t a_step, const fl
         const float *as = a + s * a_step, *bs = b + s * b_step;
         for (int v = 0; v < NR; v += 8) {
             const __m256 b0 = _mm256_loadu_ps(bs + v), b1 = _mm256_loadu_ps(bs + NR + v);
+            const __m256 b2 = _mm256_loadu_ps(bs + 2 * NR + v);
             for (int r = 0; r < DM; r++) {
                 const __m256 ar = _mm256_loadu_ps(as + r * NR + v);
                 acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
                 acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+                acc[r][2] = _mm256_fmadd_ps(ar, b2, acc[r][2]);
             }
         }
     }

@@ -11,9 +11,20 @@
 #define DM 4
 #define DN 4
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(PG_EMULATE_AVX512)
+/* Tests only (tests/c/packed_gemm_check.c): SIMDe's portable AVX-512, so this kernel's
+ * arithmetic can be checked on a CPU without AVX-512. */
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define TARGET
+#define PG_AVX512 1
+#elif defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define TARGET __attribute__((target("avx512f,fma")))
+#define PG_AVX512 1
+#endif
+
+#ifdef PG_AVX512
 
 TARGET static void outer_avx512(int64_t kc, const float *a, const float *b, float *c,
                                 int64_t ldc, int accumulate, const float *bias)

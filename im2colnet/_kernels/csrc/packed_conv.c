@@ -110,6 +110,19 @@ static int64_t tap_chunk(const pg_level *lv, int64_t taps)
 static int64_t panel_bytes(void) { return cache_bytes(2) / 2; }
 
 static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+/* The packing loops are compiled twice, for AVX2 and for the baseline, and the loader
+ * picks one (GNU ifunc): their copies move 32 bytes at a time where the CPU can. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__) \
+    && !defined(__SANITIZE_ADDRESS__)
+#define PACKING __attribute__((target_clones("avx2", "default")))
+#else
+#define PACKING
+#endif
+
+/* Taps per chunk of the weight gradient (at most; see pg_backward_weights). */
+#define WEIGHTS_TAP_CHUNK 96
+
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -117,19 +130,64 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* Scratch arrays of the calling thread, grown on demand and kept from call to call (the
  * OpenMP pool's threads live on), so a call does not fault in fresh pages.  Bounded: a
- * few panels of PANEL_BYTES plus one block's padded band. */
-enum { S_PAD, S_PANEL, S_DY, S_COLS, S_TAPS, S_RUNS, S_APACK, S_SLOTS };
-static _Thread_local struct { void *ptr; size_t bytes; } scratch_slots[S_SLOTS];
+ * few panels of PANEL_BYTES plus one block's padded band.  Freed when the thread ends
+ * (a POSIX thread key's destructor: OpenMP ends threads when the thread count drops). */
+enum { S_PAD, S_PANEL, S_DY, S_COLS, S_TAPS, S_RUNS, S_SLOTS };
+typedef struct { void *ptr[S_SLOTS]; size_t bytes[S_SLOTS]; } pg_scratch;
+
+static void free_scratch(void *arg)
+{
+    pg_scratch *sc = arg;
+    for (int i = 0; i < S_SLOTS; i++)
+        free(sc->ptr[i]);
+    free(sc);
+}
+
+#if defined(_WIN32)
+static _Thread_local pg_scratch *thread_scratch;
+static pg_scratch *get_scratch(void)
+{
+    if (!thread_scratch)
+        thread_scratch = calloc(1, sizeof(pg_scratch));
+    return thread_scratch;
+}
+#else
+#include <pthread.h>
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void make_scratch_key(void) { scratch_key_ok = pthread_key_create(&scratch_key, free_scratch) == 0; }
+
+static pg_scratch *get_scratch(void)
+{
+    pthread_once(&scratch_once, make_scratch_key);
+    if (!scratch_key_ok)
+        return NULL;
+    pg_scratch *sc = pthread_getspecific(scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof(pg_scratch));
+        if (sc && pthread_setspecific(scratch_key, sc) != 0) {
+            free(sc);
+            sc = NULL;
+        }
+    }
+    return sc;
+}
+#endif
 
 static void *scratch(int slot, size_t bytes)
 {
-    if (scratch_slots[slot].bytes < bytes) {
-        free(scratch_slots[slot].ptr);
+    pg_scratch *sc = get_scratch();
+    if (!sc)
+        return NULL;
+    if (sc->bytes[slot] < bytes) {
+        free(sc->ptr[slot]);
         size_t rounded = (size_t)round_up((int64_t)bytes + 64, 4096);
-        scratch_slots[slot].ptr = aligned_alloc(64, rounded);
-        scratch_slots[slot].bytes = scratch_slots[slot].ptr ? rounded : 0;
+        sc->ptr[slot] = aligned_alloc(64, rounded);
+        sc->bytes[slot] = sc->ptr[slot] ? rounded : 0;
     }
-    return scratch_slots[slot].ptr;
+    return sc->ptr[slot];
 }
 
 /* ------------------------------------------------------------------ blocks */
@@ -194,7 +252,7 @@ static pg_block get_block(const pg_geom *g, const pg_level *lv, const pg_plan *p
 }
 
 /* pad[b][c][r][u] = x[n0+b, c0+c, r0+r, u-pl] inside the image, else 0. */
-static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_t c0, float *pad)
+PACKING static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_t c0, float *pad)
 {
     const int64_t u_lo = max64(0, min64(b->wp, g->pl)), u_hi = max64(u_lo, min64(b->wp, g->pl + g->W));
     for (int64_t s = 0; s < b->nb; s++)
@@ -215,7 +273,7 @@ static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_
 }
 
 /* dx[n0+b, c0+c, ih, iw] += pad[b][c][ih-r0][iw+pl] for the cells of the image the band covers. */
-static void add_pad_inside(const pg_geom *g, const pg_block *b, const float *pad, int64_t c0, float *dx)
+PACKING static void add_pad_inside(const pg_geom *g, const pg_block *b, const float *pad, int64_t c0, float *dx)
 {
     const int64_t u_lo = max64(0, min64(b->wp, g->pl)), u_hi = max64(u_lo, min64(b->wp, g->pl + g->W));
     const int64_t r_lo = max64(0, -b->r0), r_hi = min64(b->band_h, g->H - b->r0);
@@ -276,9 +334,41 @@ static void make_taps(const pg_geom *g, const pg_block *b, int64_t t0, int64_t t
     }
 }
 
+/* to[u] = from[u] for u < len: 8- and 4-float pieces, the last one overlapping the one
+ * before it (so nothing outside the run is read or written), a scalar loop below 4. */
+static inline void copy_run(float *restrict to, const float *restrict from, int64_t len)
+{
+    if (len >= 8) {
+        for (int64_t u = 0; u + 8 < len; u += 8)
+            memcpy(to + u, from + u, 8 * sizeof(float));
+        memcpy(to + len - 8, from + len - 8, 8 * sizeof(float));
+    } else if (len >= 4) {
+        memcpy(to, from, 4 * sizeof(float));
+        memcpy(to + len - 4, from + len - 4, 4 * sizeof(float));
+    } else {
+        for (int64_t u = 0; u < len; u++)
+            to[u] = from[u];
+    }
+}
+
+/* to[u] += from[u] for u < len, in 8- and 4-float pieces. */
+static inline void add_run(float *restrict to, const float *restrict from, int64_t len)
+{
+    int64_t u = 0;
+    for (; u + 8 <= len; u += 8)
+        for (int v = 0; v < 8; v++)
+            to[u + v] += from[u + v];
+    for (; u + 4 <= len; u += 4)
+        for (int v = 0; v < 4; v++)
+            to[u + v] += from[u + v];
+    for (; u < len; u++)
+        to[u] += from[u];
+}
+
 /* Bp[s][t][NR] = phi^T[t0 + t, s*NR + jj] for t < kc, 0 for kc <= t < kcp and beyond
- * the block's columns (tap_off holds the chunk's kc taps). */
-static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *pad,
+ * the block's columns (tap_off holds the chunk's kc taps).  Run by run, the taps inside:
+ * one run's copy has the same length for every tap. */
+PACKING static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *pad,
                      const pg_run *runs, const int64_t *first, const int64_t *tap_off,
                      int64_t kc, int64_t kcp, float *Bp)
 {
@@ -286,30 +376,31 @@ static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_block *b, co
     for (int64_t s = 0; s < b->nsl; s++) {
         float *sliver = Bp + s * kcp * nr;
         const int64_t filled = min64(nr, b->ncols - s * nr);
-        for (int64_t t = 0; t < kc; t++) {
-            float *dst = sliver + t * nr;
-            const float *base = pad + tap_off[t];
-            for (int64_t k = first[s]; k < first[s + 1]; k++) {
-                const float *src = base + runs[k].src;
-                float *to = dst + runs[k].jj;
-                const int64_t len = runs[k].len;
-                if (sw == 1)
+        for (int64_t k = first[s]; k < first[s + 1]; k++) {
+            const float *src = pad + runs[k].src;
+            float *to = sliver + runs[k].jj;
+            const int64_t len = runs[k].len;
+            if (sw == 1)
+                for (int64_t t = 0; t < kc; t++)
+                    copy_run(to + t * nr, src + tap_off[t], len);
+            else
+                for (int64_t t = 0; t < kc; t++) {
+                    const float *from = src + tap_off[t];
+                    float *row = to + t * nr;
                     for (int64_t u = 0; u < len; u++)
-                        to[u] = src[u];
-                else
-                    for (int64_t u = 0; u < len; u++)
-                        to[u] = src[u * sw];
-            }
-            for (int64_t j = filled; j < nr; j++)
-                dst[j] = 0.0f;
+                        row[u] = from[u * sw];
+                }
         }
+        if (filled < nr)
+            for (int64_t t = 0; t < kc; t++)
+                memset(sliver + t * nr + filled, 0, (nr - filled) * sizeof(float));
         if (kcp > kc)
             memset(sliver + kc * nr, 0, (kcp - kc) * nr * sizeof(float));
     }
 }
 
 /* The adjoint of pack_phi: pad[tap_off[t] + src + u*sw] += Cb[s][t][jj + u]. */
-static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, float *pad,
+PACKING static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, float *pad,
                        const pg_run *runs, const int64_t *first, const int64_t *tap_off,
                        int64_t kc, int64_t kcp, const float *Cb)
 {
@@ -323,8 +414,7 @@ static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, 
                 const float *src = from + runs[k].jj;
                 const int64_t len = runs[k].len;
                 if (sw == 1)
-                    for (int64_t u = 0; u < len; u++)
-                        dst[u] += src[u];
+                    add_run(dst, src, len);
                 else
                     for (int64_t u = 0; u < len; u++)
                         dst[u * sw] += src[u];
@@ -334,7 +424,7 @@ static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, 
 }
 
 /* Dp[s][k][NR] = dy[n, k, pixel] of the sliver's columns for k < K, 0 for K <= k < kp. */
-static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
+PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
                     const int64_t *first, const pg_run *runs, int64_t kp, float *Dp)
 {
     const int64_t nr = lv->nr, P = g->Ho * g->Wo, rows = b->i1 - b->i0;
@@ -346,9 +436,7 @@ static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, con
             for (int64_t r = first[s]; r < first[s + 1]; r++) {
                 const int64_t col = s * nr + runs[r].jj;
                 const int64_t smp = col / (rows * g->Wo), pix = b->i0 * g->Wo + col % (rows * g->Wo);
-                const float *src = dy + ((b->n0 + smp) * g->K + k) * P + pix;
-                for (int64_t u = 0; u < runs[r].len; u++)
-                    dst[runs[r].jj + u] = src[u];
+                copy_run(dst + runs[r].jj, dy + ((b->n0 + smp) * g->K + k) * P + pix, runs[r].len);
             }
             for (int64_t j = filled; j < nr; j++)
                 dst[j] = 0.0f;
@@ -532,12 +620,13 @@ int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, c
                         float *partial, int threads)
 {
     const int64_t taps = g->C * g->kh * g->kw;
-    /* chunks of taps as in the forward; columns: the B panel and dY's panel share PANEL_BYTES */
-    const int64_t kc_max = tap_chunk(lv, taps);
+    /* Short tap chunks and long blocks: each dot tile sums along many slivers before its
+     * horizontal sums.  The chunk's phi panel and dY's panel share the L2 budget. */
+    const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, lv->dn));
     const int64_t per_col = (round_up(kc_max, lv->dn) + round_up(g->K, lv->dm)) * (int64_t)sizeof(float);
     memset(partial, 0, (size_t)threads * g->K * taps * sizeof(float));
     threads = usable_threads(threads);
-    pg_plan pl = make_plan(g, max64(lv->nr, 2 * panel_bytes() / per_col), threads);
+    pg_plan pl = make_plan(g, max64(lv->nr, 3 * panel_bytes() / 2 / per_col), threads);
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1 && pl.count > 1) reduction(| : failed)
