@@ -503,6 +503,7 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
 {
     const int64_t taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
     const int64_t mr = lv->mr, nr = lv->nr, K = g->K;
+    const int64_t mc = max64(mr, panel_bytes() / (kc_max * (int64_t)sizeof(float)) / mr * mr);
     pg_block b = get_block(g, lv, pl, index, g->C);
     float *pad = scratch(S_PAD, (size_t)(b.nb * b.cc * b.band_h * b.wp) * sizeof(float));
     float *Bp = scratch(S_PANEL, (size_t)(b.nsl * kc_max * nr) * sizeof(float));
@@ -520,12 +521,14 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
         const int accumulate = t0 > 0;
         make_taps(g, &b, t0, t0 + kc, 0, tap_off);
         pack_phi(g, lv, &b, pad, runs, first, tap_off, kc, kc, Bp);
+        /* rows of kernels in blocks of mc: their A panel (mc x kc) stays in L2 */
+        for (int64_t m0 = 0; m0 < K; m0 += mc)
         for (int64_t s = 0; s < b.nsl; s++) {
             const float *bs = Bp + s * kc * nr;
             const int64_t col = s * nr, filled = min64(nr, b.ncols - col);
             /* the sliver's columns are consecutive pixels of one sample: write in place */
             const int in_place = filled == nr && out_off[col + nr - 1] - out_off[col] == nr - 1;
-            for (int64_t m = 0; m < K; m += mr) {
+            for (int64_t m = m0; m < min64(K, m0 + mc); m += mr) {
                 const float *am = Ap + (m * taps + t0 * mr);
                 const float *bias = (biasp && !accumulate) ? biasp + m : NULL;
                 if (in_place && m + mr <= K) {
