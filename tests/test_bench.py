@@ -112,7 +112,7 @@ def test_interleaved_timing_calls_each_function_warmup_plus_repeats():
 
 def test_run_layers_figures_are_consistent():
     shape = bench.parse_shape("2,3,8,8,4,3,3,1,1")
-    methods = ("direct", "ours", "gemm", "numpy")
+    methods = ("direct", "ours", "blas", "gemm", "numpy")
     results = bench.run_layers([shape], methods=methods, budget=0, max_repeats=1)
     assert [r["pass"] for r in results] == list(bench.PASSES)
     for r in results:
@@ -125,15 +125,24 @@ def test_run_layers_figures_are_consistent():
         assert r["ratios"]["ours/gemm"] == pytest.approx(med["ours"] / med["gemm"])
         assert r["ratios"]["direct/ours"] == pytest.approx(med["direct"] / med["ours"])
         assert r["ratios"]["numpy/ours"] == pytest.approx(med["numpy"] / med["ours"])
+        assert r["ratios"]["blas/ours"] == pytest.approx(med["blas"] / med["ours"])
         assert r["ratios"]["ours/torch"] is None
         mem = r["memory_mib"]
         assert mem["full_cols"] == pytest.approx(2 * 64 * 27 * 4 / 2**20)
         if r["pass"] != "backward-data":  # these passes hold the whole batch's phi(x)^T
-            assert mem["ours_workspace"] >= mem["full_cols"]
+            assert mem["blas_workspace"] >= mem["full_cols"]
         assert mem["ours_peak"] > 0 and mem["numpy_peak"] > 0
-    text = bench.format_layer_table(results, methods)
-    assert shape.name in text and "bwd-weights" in text
+    text = bench.format_layer_table(results, methods, peak=100.0)
+    assert shape.name in text and "bwd-weights" in text and "ours %peak" in text
     json.dumps(results)  # plain data, ready for --json
+
+
+def test_measured_peak_is_the_better_of_ours_and_the_blas():
+    peak = bench.measure_peak(size=256, repeats=1)
+    assert peak["ours"] > 0 and peak["blas"] > 0
+    assert peak["gflops"] == max(peak["ours"], peak["blas"])
+    header = bench.format_header(dict(bench.machine_info(), peak=peak), np.float32)
+    assert "one-core peak (measured)" in header
 
 
 def test_unavailable_method_is_reported_not_fatal(monkeypatch):

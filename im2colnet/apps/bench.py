@@ -5,8 +5,9 @@ For each layer shape and each pass (forward, backward-data, backward-weights)
 it times, in one run and one process:
 
   direct  the direct loop convolution (``method="direct"``)
-  ours    im2col + GEMM (``method="im2col"``, the default)
-  gemm    the GEMM alone on matrices of the same shapes: the floor im2col can reach
+  ours    the packed GEMM fed by im2col panels (``method="im2col"``, the default)
+  blas    im2col blocks + NumPy's BLAS products (``method="blas"``)
+  gemm    the BLAS product alone on matrices of the same shapes: the floor of ``blas``
   numpy   a plain-NumPy im2col (stride tricks + matmul, ``im2colnet.numpy_im2col``)
   torch   PyTorch CPU, when it is installed (never a dependency)
 
@@ -18,6 +19,11 @@ compare ratios, not absolute times across runs. Memory: the im2col workspace
 our call holds (``functional.conv.workspace_bytes``, measured in a fresh thread),
 the peak NumPy allocates during one call (tracemalloc, output included), and the
 process's peak resident set size.
+
+The header gives the machine's measured one-core peak: the better of our micro-kernel
+(a 1x1 convolution, i.e. one 1024 x 1024 x 1024 product) and NumPy's BLAS on a
+1024 x 1024 product, on one thread; "ours %peak" is the packed kernel's GFLOP/s
+against it.
 
 Whole models (LeNet-5, VGG-small): training images/s at batch 64, inference
 images/s at batch 256 and batch-1 latency, next to the same network in PyTorch.
@@ -58,7 +64,7 @@ __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_sh
            "run_layers", "run_models", "format_layer_table", "format_model_table",
            "add_arguments", "run", "main"]
 
-METHODS = ("direct", "ours", "gemm", "numpy", "torch")
+METHODS = ("direct", "ours", "blas", "gemm", "numpy", "torch")
 PASSES = ("forward", "backward-data", "backward-weights")
 
 
@@ -279,6 +285,8 @@ def _method_calls(method, shape, t, rng):
         return _conv_calls(F, shape, t, method="direct")
     if method == "ours":
         return _conv_calls(F, shape, t)
+    if method == "blas":
+        return _conv_calls(F, shape, t, method="blas")
     if method == "gemm":
         return _gemm_calls(shape, t, rng)
     return _conv_calls(numpy_im2col, shape, t)
@@ -310,6 +318,7 @@ def _set_ratios(result):
     med = {m: t.get("median_ms") for m, t in result["methods"].items()}
     result["ratios"] = {
         "ours/gemm": _ratio(med.get("ours"), med.get("gemm")),
+        "blas/ours": _ratio(med.get("blas"), med.get("ours")),
         "direct/ours": _ratio(med.get("direct"), med.get("ours")),
         "numpy/ours": _ratio(med.get("numpy"), med.get("ours")),
         "ours/torch": _ratio(med.get("ours"), med.get("torch")),
@@ -344,12 +353,12 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
             timings = _time_pass({m: fns[pass_] for m, fns in calls.items()}, shape.flops(),
                                  budget, direct_budget, max_repeats)
             memory = {"full_cols": full_cols}
-            for method in ("ours", "numpy"):
+            for method in ("ours", "blas", "numpy"):
                 if "median_ms" in timings.get(method, {}):
                     workspace, peak = _memory_of_call(calls[method][pass_])
                     memory[f"{method}_peak"] = peak
-                    if method == "ours":
-                        memory["ours_workspace"] = workspace
+                    if method in ("ours", "blas"):
+                        memory[f"{method}_workspace"] = workspace
             results.append({"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
                             "methods": timings, "memory_mib": memory})
     if "torch" in methods:
@@ -493,6 +502,33 @@ def _blas_name():
         return "unknown"
 
 
+def measure_peak(size=1024, repeats=5):
+    """The machine's one-core peak in GFLOP/s: the better of our packed micro-kernel (a 1x1
+    convolution of `size` channels to `size` kernels over `size` pixels) and NumPy's BLAS
+    on a `size`^3 product, each the median of `repeats` calls on one thread.
+    Returns {"gflops", "ours", "blas"}."""
+    rng = np.random.default_rng(0)
+    side = int(round(size ** 0.5))
+    x = rng.standard_normal((1, size, side, size // side)).astype(np.float32)
+    w = rng.standard_normal((size, size, 1, 1)).astype(np.float32)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    out = np.empty_like(a)
+    flops = 2.0 * size * size * side * (size // side)
+    before = blas_threads()
+    set_blas_threads(1)
+    set_thread_count(1)
+    try:
+        ours = time_calls(lambda: F.conv2d_forward(x, w), 0, repeats)[0]
+        blas = time_calls(lambda: np.matmul(a, a, out=out), 0, repeats)[0]
+    finally:
+        if before is not None:
+            set_blas_threads(before)
+            set_thread_count(before)
+    result = {"ours": flops / ours / 1e9, "blas": 2.0 * size ** 3 / blas / 1e9}
+    result["gflops"] = max(result.values())
+    return result
+
+
 def machine_info():
     return {
         "python": platform.python_version(), "numpy": np.__version__, "blas": _blas_name(),
@@ -509,17 +545,24 @@ def format_header(info, dtype):
     threads = "" if info["blas_threads"] is None else f", {info['blas_threads']} threads"
     torch = ("torch not installed" if info["torch"] is None
              else f"torch {info['torch']} (in a child process, as many threads)")
-    return (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
+    line = (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
             f"{threads}), {torch}, {info['cpus']} CPUs, "
             f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}, products on "
-            f"{'our OpenMP threads' if info.get('products_on_our_threads') else 'the BLAS threads'}")
+            f"{'our OpenMP threads' if info.get('products_on_our_threads') else 'the BLAS threads'}"
+            f", packed kernel {info['im2colnet_build'].get('kernel', '?')}")
+    peak = info.get("peak")
+    if peak:
+        line += (f"\none-core peak (measured): {peak['gflops']:.1f} GFLOP/s (our micro-kernel "
+                 f"{peak['ours']:.1f}, NumPy's BLAS {peak['blas']:.1f}, 1024^3 product, 1 thread)")
+    return line
 
 
-def format_layer_table(results, methods=METHODS):
-    """The layer results as a text table: one block of three passes per shape."""
+def format_layer_table(results, methods=METHODS, peak=None):
+    """The layer results as a text table: one block of three passes per shape; peak: the
+    one-core peak in GFLOP/s (for the "ours %peak" column), or None."""
     header = (["shape / pass"] + [f"{m} ms" for m in methods]
-              + ["ours GF/s", "ours/gemm", "direct/ours", "numpy/ours", "ours/torch",
-                 "ws MiB", "ours MiB", "numpy MiB"])
+              + ["ours GF/s", "ours %peak", "blas/ours", "ours/gemm", "direct/ours", "numpy/ours",
+                 "ours/torch", "ws MiB", "ours MiB", "numpy MiB"])
     rows, last = [], None
     short = {"forward": "  forward", "backward-data": "  bwd-data", "backward-weights": "  bwd-weights"}
     for r in results:
@@ -531,9 +574,12 @@ def format_layer_table(results, methods=METHODS):
         rows.append([short[r["pass"]]]
                     + [_time_cell(r["methods"].get(m)) for m in methods]
                     + [_fmt(ours.get("gflops"), ".1f"),
+                       _fmt(None if not (peak and ours.get("gflops")) else
+                            100 * ours["gflops"] / peak, ".0f"),
+                       _fmt(ratios.get("blas/ours"), ".2f"),
                        _fmt(ratios["ours/gemm"], ".2f"), _fmt(ratios["direct/ours"], ".1f"),
                        _fmt(ratios["numpy/ours"], ".2f"), _fmt(ratios["ours/torch"], ".2f"),
-                       _fmt(mem.get("ours_workspace"), ".1f"), _fmt(mem.get("ours_peak"), ".1f"),
+                       _fmt(mem.get("blas_workspace"), ".1f"), _fmt(mem.get("ours_peak"), ".1f"),
                        _fmt(mem.get("numpy_peak"), ".1f")])
     notes = sorted({f"n/a  {m}: {t['error']}" for r in results for m, t in r["methods"].items()
                     if "error" in t})
@@ -667,6 +713,8 @@ def run(args, out=sys.stdout, err=sys.stderr):
             err.flush()
 
     info = machine_info()
+    if not args.no_layers and "ours" in methods:
+        info["peak"] = measure_peak()
     report = {"machine": info, "dtype": np.dtype(dtype).name, "budget_s": budget,
               "max_repeats": args.repeats, "layers": [], "models": []}
     print(format_header(info, dtype), file=out)
@@ -677,10 +725,13 @@ def run(args, out=sys.stdout, err=sys.stderr):
         if tty:
             err.write("\r\033[K")
         print("\nConvolution layers: ms per call, median/min over repeats after a warm-up; "
-              "ratios of medians in this run;\nws MiB = im2col workspace of our call; "
+              "ratios of medians in this run; ours %peak against the header's one-core peak;\n"
+              "ws MiB = im2col workspace of the blas route (the packed kernel's panels: a few "
+              "MiB per thread at most); "
               "ours/numpy MiB = peak memory allocated during one call (output included).",
               file=out)
-        print(format_layer_table(report["layers"], methods), file=out)
+        print(format_layer_table(report["layers"], methods,
+                                 (info.get("peak") or {}).get("gflops")), file=out)
         threads = {r.get("torch_threads") for r in report["layers"]} - {None}
         if threads:
             print(f"(PyTorch ran in a child process with {threads.pop()} threads)", file=out)

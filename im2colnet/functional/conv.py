@@ -38,6 +38,14 @@ per layer (C*kh*kw times the layer's output) from forward to backward.
 
 ``method="direct"`` runs the loops of ``im2colnet._kernels.conv_direct``
 instead: the same results (to rounding), no im2col, no BLAS.
+
+Methods. ``method="im2col"`` (the default) runs float32 convolutions on our own
+packed GEMM (``im2colnet._kernels.packed_conv``, C sources in _kernels/csrc): phi(x)
+is packed straight from x one cache-sized panel at a time inside the product,
+never built for a whole sample, and a register-tiled micro-kernel writes Y^T into
+the NCHW output; the three passes split their work over our OpenMP threads. float64
+(and shapes where the packed kernel is slower, see _packed_wins) take the route
+above, im2col blocks + BLAS products, which ``method="blas"`` always takes.
 """
 import threading
 
@@ -45,9 +53,11 @@ import numpy as np
 
 from ..runtime.blas import SMALL_GEMM_FLOPS, gemm_threads
 from ..runtime.gemm import matmul, matmul_each, matmul_each_sum, threaded_gemm
+from ..runtime.threads import thread_count
 from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
 from .._kernels import conv_direct as _direct
 from .._kernels import im2col as _im2col
+from .._kernels import packed_conv as _packed
 
 __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
            "conv2d_backward_weights", "workspace_bytes", "WORKSPACE_BYTES"]
@@ -56,7 +66,7 @@ __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
 # larger than this is still processed, alone).
 WORKSPACE_BYTES = 8 * 2 ** 20
 
-METHODS = ("im2col", "direct")
+METHODS = ("im2col", "blas", "direct")
 
 
 class _Workspace(threading.local):
@@ -139,6 +149,31 @@ def _check_w_shape(w_shape, x_shape, out_channels):
 
 
 # ------------------------------------------------------------------- helpers
+
+def _packed_wins(dtype, g, pass_):
+    """Does method="im2col" take the packed kernel rather than the BLAS route?
+
+    float32 only, and not the data gradient of a convolution with a column stride
+    above 1: its col2im adds back one cell in sw, element by element, and it was the
+    one pass measured slower than the BLAS route (docs/performance.md).
+    """
+    if dtype != np.float32:
+        return False
+    return not (pass_ == "backward-data" and g.sw > 1)
+
+
+def _sum_in_order(partial):
+    """partial[0] + partial[1] + ... in this order (the same sum on every run)."""
+    total = partial[0]
+    for piece in partial[1:]:
+        total += piece
+    return total
+
+
+def _packed_window(g):
+    """The geometry tuple of the packed kernel (kh, kw, sh, sw, dh, dw, pt, pl)."""
+    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+
 
 def _window(g):
     """The geometry arguments of the im2col kernels, in their order (before the row range)."""
@@ -268,6 +303,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
         np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     if method == "direct":
         _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+    elif method == "im2col" and _packed_wins(x.dtype, g, "forward"):
+        bias = None if b is None else np.ascontiguousarray(b)
+        _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g), thread_count())
+        return y
     else:
         wmat = w.reshape(K, -1)
         y3 = y.reshape(N, K, P)
@@ -320,6 +359,9 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     if method == "direct":
         _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dx
+    if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
+        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
+        return dx
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
     with gemm_threads(flops):
@@ -368,6 +410,11 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
         dw = np.empty(shape, dtype=dy.dtype)
         _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dw, db
+    if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
+        # dC^T (K, C*kh*kw) = dY phi, one partial sum per thread, added in thread order
+        partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
+        _packed.backward_weights(dy, x, partial, _packed_window(g))
+        return _sum_in_order(partial).reshape(shape), db
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)
     flops = 2.0 * N * P * dC.size
     with gemm_threads(flops):
