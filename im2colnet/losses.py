@@ -42,6 +42,15 @@ def _scores(scores, min_ndim=1, layout="(N, ...)"):
     return s
 
 
+def _class_scores(scores, target):
+    """(s, s2, labels, rows): scores (N, K) or (N, C, H, W), s2 its (N, K) view, the int
+    labels (N,) in [0, K) of target, and the row indices arange(N)."""
+    s = _scores(scores, 2, "(N, K) or (N, C, H, W)")
+    n = s.shape[0]
+    s2 = s.reshape(n, -1)
+    return s, s2, as_labels(target, "target", s2.shape[1], n), np.arange(n)
+
+
 def _finite_target(target, dtype):
     t = as_float(target, "target", dtype=dtype)
     if not np.all(np.isfinite(t)):
@@ -108,11 +117,8 @@ class NLLLoss(Loss):
     name = "nll"
 
     def __call__(self, scores, target):
-        s = _scores(scores, 2, "(N, K) or (N, C, H, W)")
+        s, s2, labels, rows = _class_scores(scores, target)
         n = s.shape[0]
-        s2 = s.reshape(n, -1)
-        labels = as_labels(target, "target", s2.shape[1], n)
-        rows = np.arange(n)
         loss = -s2[rows, labels].sum(dtype=np.float64) / n
         ds = np.zeros_like(s2)
         ds[rows, labels] = -1.0 / n
@@ -240,11 +246,8 @@ class HingeLoss(Loss):
         return {"margin": self.margin}
 
     def __call__(self, scores, target):
-        s = _scores(scores, 2, "(N, K) or (N, C, H, W)")
+        s, s2, labels, rows = _class_scores(scores, target)
         n = s.shape[0]
-        s2 = s.reshape(n, -1)
-        labels = as_labels(target, "target", s2.shape[1], n)
-        rows = np.arange(n)
         margins = s2 - s2[rows, labels][:, None] + s.dtype.type(self.margin)
         margins[rows, labels] = 0
         np.maximum(margins, 0, out=margins)

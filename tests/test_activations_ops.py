@@ -6,7 +6,7 @@ import pytest
 import im2colnet as inn
 import im2colnet.functional as F
 from im2colnet.losses import CrossEntropyLoss, NLLLoss, get_loss
-from _gradcheck import check_directional
+from _gradcheck import check_directional, check_layer_gradients
 
 
 @pytest.mark.parametrize("slope", [0.01, 0.2, 0.0, -0.5, 1.5])
@@ -38,11 +38,7 @@ def test_leaky_relu_layer_gradient_check(slope):
     rng = np.random.default_rng(1)
     layer = inn.LeakyReLU(slope).astype(np.float64)
     x = rng.permutation(np.linspace(-1, 1, 60)).reshape(2, 3, 10)   # no zero: away from the kink
-    x = x + np.sign(x) * 0.01
-    y = layer.forward(x, training=True)
-    r = rng.standard_normal(y.shape)
-    dx = layer.backward(r)
-    check_directional(lambda z: float(np.sum(r * layer.forward(z))), x, dx, rng)
+    check_layer_gradients(layer, x + np.sign(x) * 0.01, rng)
     assert inn.LeakyReLU.from_config(layer.get_config()).negative_slope == slope
     assert repr(inn.LeakyReLU()) == "LeakyReLU()" and repr(layer) == f"LeakyReLU(negative_slope={slope})"
 
@@ -56,11 +52,7 @@ def test_log_softmax_matches_the_formula_and_passes_gradient_check():
     np.testing.assert_allclose(logp.reshape(4, -1), expected, rtol=1e-12, atol=1e-12)
     big = F.log_softmax_forward(np.array([[1e4, 0.0, -1e4]], dtype=np.float32))
     assert np.all(np.isfinite(big[0, :2])) and big[0, 0] == 0
-    layer = inn.LogSoftmax().astype(np.float64)
-    y = layer.forward(x, training=True)
-    r = rng.standard_normal(y.shape)
-    dx = layer.backward(r)
-    check_directional(lambda z: float(np.sum(r * layer.forward(z))), x, dx, rng)
+    check_layer_gradients(inn.LogSoftmax().astype(np.float64), x, rng)
 
 
 def test_nll_loss_after_log_softmax_is_cross_entropy():

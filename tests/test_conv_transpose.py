@@ -6,7 +6,7 @@ import pytest
 
 import im2colnet as inn
 import im2colnet.functional as F
-from _gradcheck import check_directional, check_param_gradients
+from _gradcheck import check_directional, check_layer_gradients
 
 
 def scatter_loops(x, w, b, stride, padding, output_padding, dilation, groups):
@@ -45,14 +45,17 @@ CASES = [
 ]
 
 
+def _inputs(shape, cout, k, kw, rng):
+    """x, w (C_in, C_out/groups, kh, kw) and b for a case."""
+    kh, kwid = (k, k) if isinstance(k, int) else k
+    w_shape = (shape[1], cout // kw.get("groups", 1), kh, kwid)
+    return rng.standard_normal(shape), rng.standard_normal(w_shape), rng.standard_normal(cout)
+
+
 @pytest.mark.parametrize("shape, cout, k, kw", CASES)
 def test_forward_matches_the_scatter_loops_and_the_adjoint(shape, cout, k, kw):
     rng = np.random.default_rng(0)
-    groups = kw.get("groups", 1)
-    kh, kwid = (k, k) if isinstance(k, int) else k
-    x = rng.standard_normal(shape)
-    w = rng.standard_normal((shape[1], cout // groups, kh, kwid))
-    b = rng.standard_normal(cout)
+    x, w, b = _inputs(shape, cout, k, kw, rng)
     y = F.conv_transpose2d_forward(x, w, b, **kw)
     full = {**dict(stride=1, padding=0, output_padding=0, dilation=1, groups=1), **kw}
     np.testing.assert_allclose(y, scatter_loops(x, w, b, **full), rtol=1e-12, atol=1e-12)
@@ -75,16 +78,8 @@ def test_layer_gradient_check_shapes_and_config():
     layer.build((4, 5, 5), rng)
     layer.astype(np.float64)
     assert layer.params["weight"].shape == (4, 3, 3, 3) and layer.params["bias"].shape == (6,)
-    x = rng.standard_normal((2, 4, 5, 5))
-    y = layer.forward(x, training=True)
+    y = check_layer_gradients(layer, rng.standard_normal((2, 4, 5, 5)), rng)
     assert y.shape == (2, 6, 10, 10)
-    r = rng.standard_normal(y.shape)
-    dx = layer.backward(r)
-
-    def loss():
-        return float(np.sum(r * layer.forward(x)))
-    check_param_gradients(loss, layer.params, dict(layer.grads), rng)
-    check_directional(lambda z: float(np.sum(r * layer.forward(z))), x, dx, rng)
     again = inn.ConvTranspose2d.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
     assert repr(layer) == "ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)"
@@ -128,11 +123,7 @@ def test_bad_input_is_a_clear_error():
 def test_against_torch(shape, cout, k, kw):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
-    groups = kw.get("groups", 1)
-    kh, kwid = (k, k) if isinstance(k, int) else k
-    x = rng.standard_normal(shape)
-    w = rng.standard_normal((shape[1], cout // groups, kh, kwid))
-    b = rng.standard_normal(cout)
+    x, w, b = _inputs(shape, cout, k, kw, rng)
     xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     yt = torch.nn.functional.conv_transpose2d(xt, wt, bt, **kw)
     dy = rng.standard_normal(tuple(yt.shape))

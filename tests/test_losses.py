@@ -304,8 +304,8 @@ def test_each_loss_trains_a_model(case):
 # Registry and configs
 
 def test_registry_names_and_configs_round_trip():
-    assert set(LOSSES) == {"CrossEntropyLoss", "MSELoss", "LogisticLoss", "SignedLogisticLoss",
-                           "HingeLoss"}
+    assert set(LOSSES) == {"CrossEntropyLoss", "NLLLoss", "MSELoss", "LogisticLoss",
+                           "SignedLogisticLoss", "HingeLoss"}
     for short, cls in [("cross_entropy", CrossEntropyLoss), ("mse", MSELoss), ("logistic", LogisticLoss),
                        ("signed_logistic", SignedLogisticLoss), ("hinge", HingeLoss),
                        ("HingeLoss", HingeLoss), ("MSE", MSELoss)]:
