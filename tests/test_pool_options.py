@@ -219,6 +219,8 @@ def test_bad_pooling_options_are_clear_errors():
         F.maxpool2d_forward(np.zeros((1, 1, 2, 6)), 2, 1, padding=(1, 0), dilation=(3, 1))
     with pytest.raises(ValueError, match="dilation"):
         F.maxpool2d_forward(x, 2, dilation=0)
+    with pytest.raises(ValueError, match="padding: ceil_mode needs the bottom/right padding >= 0"):
+        F.avgpool2d_forward(np.zeros((1, 1, 7, 7)), 2, padding=((0, -1), (0, 0)), ceil_mode=True)
     with pytest.raises(ValueError, match="output_size"):
         inn.AdaptiveAvgPool2d(2)
     with pytest.raises(ValueError, match="input_shape"):

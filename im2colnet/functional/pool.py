@@ -35,8 +35,13 @@ __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgp
 
 def _geometry(in_hw, kernel_size, stride, padding, dilation=1, ceil_mode=False):
     """The window geometry; stride None means stride = kernel_size."""
-    return conv_geometry(in_hw, kernel_size, kernel_size if stride is None else stride, padding,
-                         dilation, ceil_mode=bool(ceil_mode))
+    g = conv_geometry(in_hw, kernel_size, kernel_size if stride is None else stride, padding,
+                      dilation, ceil_mode=bool(ceil_mode))
+    if ceil_mode and min(g.pb, g.pr) < 0:
+        # a last window would reach into the cropped cells, which the kernels would read
+        raise ValueError(f"padding: ceil_mode needs the bottom/right padding >= 0 (a negative "
+                         f"one crops), got padding={padding!r}")
+    return g
 
 
 def _window_misses_image(size, out, s, d, k, pad):
