@@ -153,3 +153,19 @@ def test_against_torch(shape, K, k, groups, kw):
     dw, db = F.conv2d_backward_weights(dy, x, w.shape, groups=groups, **kw)
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-12)
+
+
+def test_float32_and_non_contiguous_inputs():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 6, 7, 7))
+    w = rng.standard_normal((6, 2, 3, 3))
+    y64 = F.conv2d_forward(x, w, groups=3, padding=1)
+    y32 = F.conv2d_forward(x.astype(np.float32), w.astype(np.float32), groups=3, padding=1)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(F.conv2d_forward(np.asfortranarray(x), w[:, ::-1][:, ::-1],
+                                                   groups=3, padding=1), y64)
+    dy = rng.standard_normal(y64.shape).astype(np.float32)
+    dx = F.conv2d_backward_data(dy, w, x.shape, groups=3, padding=1)
+    dw, db = F.conv2d_backward_weights(dy, x, w.shape, groups=3, padding=1)
+    assert dx.dtype == dw.dtype == db.dtype == np.float32

@@ -135,3 +135,26 @@ def test_against_torch(shape, cout, k, kw):
     dw, db = F.conv_transpose2d_backward_weights(dy, x, w.shape, **kw)
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_method_dtype_and_memory_layout(dtype):
+    rng = np.random.default_rng(5)
+    shape, cout, k, kw = CASES[3]
+    x, w, b = _inputs(shape, cout, k, kw, rng)
+    x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+    y = F.conv_transpose2d_forward(x, w, b, **kw)
+    assert y.dtype == dtype
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(F.conv_transpose2d_forward(x, w, b, method="direct", **kw), y,
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(F.conv_transpose2d_forward(np.asfortranarray(x), w[..., ::-1][..., ::-1],
+                                                          b, **kw), y, rtol=tol, atol=tol)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = F.conv_transpose2d_backward_data(dy, w, shape, **kw)
+    dw, db = F.conv_transpose2d_backward_weights(dy, x, w.shape, **kw)
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    np.testing.assert_allclose(F.conv_transpose2d_backward_data(dy, w, shape, method="direct", **kw),
+                               dx, rtol=tol, atol=tol)
+    np.testing.assert_allclose(F.conv_transpose2d_backward_weights(dy, x, w.shape, method="direct",
+                                                                   **kw)[0], dw, rtol=tol, atol=tol)
