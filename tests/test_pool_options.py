@@ -275,3 +275,42 @@ def test_global_average_pooling_against_torch():
     x = np.random.default_rng(7).standard_normal((2, 3, 5, 6))
     yt = torch.nn.AdaptiveAvgPool2d(1)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(F.global_avgpool2d_forward(x), yt, rtol=1e-13)
+
+
+def test_random_options_agree_with_the_loops_or_raise():
+    """Random geometries: the result equals the loops' whenever every window holds an image
+    cell, and a ValueError names the padding when one does not (the loops have no winner)."""
+    rng = np.random.default_rng(8)
+    checked = raised = 0
+    for _ in range(150):
+        H, W = rng.integers(1, 9, 2)
+        k, s, d = (tuple(int(v) for v in rng.integers(1, hi, 2)) for hi in (5, 4, 3))
+        p = tuple(int(rng.integers(0, kk)) for kk in k)       # max pooling: padding < kernel
+        ceil = bool(rng.integers(0, 2))
+        x = tie_free((1, 2, H, W), rng)
+        Ho = torch_out_size(H, k[0], s[0], p[0], p[0], d[0], ceil)
+        Wo = torch_out_size(W, k[1], s[1], p[1], p[1], d[1], ceil)
+        if Ho < 1 or Wo < 1 or H + 2 * p[0] < d[0] * (k[0] - 1) + 1 or W + 2 * p[1] < d[1] * (k[1] - 1) + 1:
+            with pytest.raises(ValueError, match="kernel_size|padding"):
+                F.maxpool2d_forward(x, k, s, p, d, ceil)
+            continue
+        rows = [[r for r in range(i * s[0] - p[0], i * s[0] - p[0] + k[0] * d[0], d[0]) if 0 <= r < H]
+                for i in range(Ho)]
+        cols = [[c for c in range(j * s[1] - p[1], j * s[1] - p[1] + k[1] * d[1], d[1]) if 0 <= c < W]
+                for j in range(Wo)]
+        if not all(rows) or not all(cols):
+            with pytest.raises(ValueError, match="padding"):
+                F.maxpool2d_forward(x, k, s, p, d, ceil)
+            raised += 1
+            continue
+        y, path = F.maxpool2d_forward(x, k, s, p, d, ceil)
+        y_ref, path_ref = naive_pool(x, k, s, p, d, ceil)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(path, path_ref)
+        if d == (1, 1):
+            for include in (True, False):
+                np.testing.assert_allclose(
+                    F.avgpool2d_forward(x, k, s, p, ceil, include),
+                    naive_pool(x, k, s, p, 1, ceil, include, op="avg"), rtol=1e-12, atol=1e-15)
+        checked += 1
+    assert checked > 50 and raised > 0
