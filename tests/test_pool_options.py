@@ -221,8 +221,10 @@ def test_bad_pooling_options_are_clear_errors():
         F.maxpool2d_forward(x, 2, dilation=0)
     with pytest.raises(ValueError, match="padding: ceil_mode needs the bottom/right padding >= 0"):
         F.avgpool2d_forward(np.zeros((1, 1, 7, 7)), 2, padding=((0, -1), (0, 0)), ceil_mode=True)
+    with pytest.raises(ValueError, match=r"output_size: 3 must divide the input size \(4, 4\)"):
+        inn.AdaptiveAvgPool2d(3).forward(x)
     with pytest.raises(ValueError, match="output_size"):
-        inn.AdaptiveAvgPool2d(2)
+        inn.AdaptiveAvgPool2d((2, 0))
     with pytest.raises(ValueError, match="input_shape"):
         inn.GlobalAvgPool2d().output_shape((4,))
 
@@ -268,6 +270,21 @@ def test_avgpool_against_torch(k, s, p, ceil, include):
     np.testing.assert_allclose(y, yt, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(F.avgpool2d_backward(dy, x.shape, k, s, p, **opts), dxt,
                                rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("output_size", [1, 2, (3, 1), (6, 4)])
+def test_adaptive_average_pooling_where_the_size_divides(output_size):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 6, 8))
+    layer = inn.AdaptiveAvgPool2d(output_size)
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+    y = check_layer_gradients(layer, x, rng)
+    assert y.shape == (2, 3, oh, ow) and layer.output_shape((3, 6, 8)) == (3, oh, ow)
+    blocks = x.reshape(2, 3, oh, 6 // oh, ow, 8 // ow)
+    np.testing.assert_allclose(y, blocks.mean(axis=(3, 5)), rtol=1e-13)
+    torch = pytest.importorskip("torch")
+    yt = torch.nn.AdaptiveAvgPool2d(output_size)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y, yt, rtol=1e-13)
 
 
 def test_global_average_pooling_against_torch():

@@ -77,7 +77,7 @@ def twin(config):
                                              cfg.get("padding", 0), ceil_mode=cfg.get("ceil_mode", False),
                                              **extra))
         elif kind in ("GlobalAvgPool2d", "AdaptiveAvgPool2d"):
-            modules.append(nn.AdaptiveAvgPool2d(1))
+            modules.append(nn.AdaptiveAvgPool2d(cfg.get("output_size", 1)))
         elif kind == "LeakyReLU":
             modules.append(nn.LeakyReLU(cfg.get("negative_slope", 0.01)))
         elif kind in ("BatchNorm2d", "BatchNorm1d"):

@@ -1,5 +1,8 @@
 """Pooling layers over (N, C, H, W) images (im2colnet.functional pool ops)."""
+import numpy as np
+
 from .. import functional as F
+from .._checks import positive_pair
 from ..functional.pool import avg_geometry, max_geometry
 from .base import Layer, to_json
 
@@ -17,10 +20,8 @@ def _image_shape(layer, input_shape):
 
 
 class _Pool2d(Layer):
-    """Shared arguments of the windowed pooling layers; ``stride`` None means stride = kernel_size.
-
-    Subclasses give ``_window(in_hw)``, the checked geometry for an input size.
-    """
+    """Base of the pooling layers: the output shape comes from ``_window(in_hw)``, the
+    subclass's checked geometry for an input size. ``stride`` None means stride = kernel_size."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -103,44 +104,57 @@ class AvgPool2d(_Pool2d):
         return {**super().get_config(), **self._options()}
 
 
-class GlobalAvgPool2d(_Pool2d):
-    """y[n, c, 0, 0] = mean of x[n, c] over H x W; dx = dy / (H*W) everywhere.
+class AdaptiveAvgPool2d(_Pool2d):
+    """PyTorch's AdaptiveAvgPool2d(output_size) where output_size divides the input size:
+    then its windows are AvgPool2d's with kernel_size = stride = (H // oh, W // ow).
 
-    (N, C, H, W) -> (N, C, 1, 1), as PyTorch's AdaptiveAvgPool2d(1) (follow it with
-    Flatten for a classifier head).
+    (N, C, H, W) -> (N, C, oh, ow). Sizes that do not divide (windows of varying size)
+    are not implemented: a ValueError naming output_size and the input size.
+    """
+
+    def __init__(self, output_size):
+        super().__init__(kernel_size=None)
+        self.output_size = to_json(output_size)
+        self._out_hw = positive_pair(output_size, "output_size")
+
+    def _window(self, in_hw):
+        (h, w), (oh, ow) = in_hw, self._out_hw
+        if h % oh or w % ow:
+            raise ValueError(f"output_size: {self.output_size!r} must divide the input size "
+                             f"{(h, w)} (adaptive windows of varying size are not implemented)")
+        return avg_geometry(in_hw, (h // oh, w // ow))
+
+    def forward(self, x, training=False):
+        g = self._window(np.shape(x)[2:])
+        self._x_shape = np.shape(x) if training else None
+        return F.avgpool2d_forward(x, (g.kh, g.kw))
+
+    def backward(self, dy, need_dx=True):
+        x_shape = self._saved(self._x_shape)
+        g = self._window(x_shape[2:])
+        return F.avgpool2d_backward(dy, x_shape, (g.kh, g.kw))
+
+    def get_config(self):
+        return {"output_size": self.output_size}
+
+
+class GlobalAvgPool2d(AdaptiveAvgPool2d):
+    """y[n, c, 0, 0] = mean of x[n, c] over H x W; dx = dy / (H*W) everywhere
+    (F.global_avgpool2d_forward / _backward).
+
+    (N, C, H, W) -> (N, C, 1, 1), as AdaptiveAvgPool2d(1) (follow it with Flatten
+    for a classifier head).
     """
 
     def __init__(self):
-        Layer.__init__(self)  # no window: only the pooling type (for Sequential) is shared
-        self._x_shape = None
-
-    def output_shape(self, input_shape):
-        _image_shape(self, input_shape)
-        return (input_shape[0], 1, 1)
-
-    def get_config(self):
-        return {}
+        super().__init__(1)
 
     def forward(self, x, training=False):
-        self._x_shape = x.shape if training else None
+        self._x_shape = np.shape(x) if training else None
         return F.global_avgpool2d_forward(x)
 
     def backward(self, dy, need_dx=True):
         return F.global_avgpool2d_backward(dy, self._saved(self._x_shape))
 
-
-class AdaptiveAvgPool2d(GlobalAvgPool2d):
-    """PyTorch's AdaptiveAvgPool2d for output_size 1 (or (1, 1)): GlobalAvgPool2d.
-
-    Other output sizes (windows of varying size) are not implemented: a ValueError.
-    """
-
-    def __init__(self, output_size):
-        super().__init__()
-        if output_size not in (1, (1, 1), [1, 1]) or isinstance(output_size, bool):
-            raise ValueError(f"output_size: only 1 (global average pooling, as GlobalAvgPool2d) "
-                             f"is implemented, got {output_size!r}")
-        self.output_size = to_json(output_size)
-
     def get_config(self):
-        return {"output_size": self.output_size}
+        return {}
