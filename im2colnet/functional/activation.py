@@ -1,11 +1,8 @@
 """ReLU and LeakyReLU forward and backward (Cython loops over flat contiguous memory)."""
-import math
-import numbers
-
 import numpy as np
 
 from ..runtime.threads import threads_worth
-from .._checks import as_float
+from .._checks import as_float, check_number
 from .._kernels import relu as _relu
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward"]
@@ -43,18 +40,9 @@ def relu_backward(dy, x):
     return _backward(_relu.relu_backward, dy, x)
 
 
-def check_negative_slope(negative_slope):
-    """negative_slope as a finite Python float (a TypeError/ValueError naming it otherwise)."""
-    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, numbers.Real):
-        raise TypeError(f"negative_slope: expected a number, got {negative_slope!r}")
-    if not math.isfinite(negative_slope):
-        raise ValueError(f"negative_slope: must be finite, got {negative_slope!r}")
-    return float(negative_slope)
-
-
 def leaky_relu_forward(x, negative_slope=0.01):
     """y = x where x > 0, else negative_slope * x. x: any shape -> y: same shape and dtype."""
-    return _forward(_relu.leaky_relu_forward, x, check_negative_slope(negative_slope))
+    return _forward(_relu.leaky_relu_forward, x, check_number(negative_slope, "negative_slope"))
 
 
 def leaky_relu_backward(dy, x, negative_slope=0.01):
@@ -62,4 +50,4 @@ def leaky_relu_backward(dy, x, negative_slope=0.01):
 
     dy, x: one shape (x the forward input) -> dx: that shape, dy's dtype.
     """
-    return _backward(_relu.leaky_relu_backward, dy, x, check_negative_slope(negative_slope))
+    return _backward(_relu.leaky_relu_backward, dy, x, check_number(negative_slope, "negative_slope"))

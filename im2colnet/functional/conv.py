@@ -25,8 +25,7 @@ The column matrix of a whole batch can be large (64 samples of a 64-channel
 3x3 layer at 16x16: 36 MiB in float32), so samples are processed in blocks
 whose columns fit in ``WORKSPACE_BYTES`` (8 MiB): small enough that the GEMM
 reads the columns from the cache the im2col kernel just wrote them to, large
-enough for an efficient GEMM (LeNet-5 inference at batch 256 on 2 cores:
-37,000 images/s with 8 MiB blocks, 29,500 with whole-batch 64 MiB blocks).
+enough for an efficient GEMM (docs/performance.md has the measurements).
 The block buffer is kept per thread and per dtype and reused from call to
 call (no per-step allocation); a sample larger than the bound is processed
 alone.
@@ -46,14 +45,13 @@ input group g, with w of shape (K, C/G, kh, kw). Each of the three passes is a
 loop over the groups around the ungrouped pass on the channel slices (one
 product per group, whichever method runs underneath).
 """
-import numbers
 import threading
 
 import numpy as np
 
 from ..runtime.blas import SMALL_GEMM_FLOPS, gemm_threads
 from ..runtime.gemm import matmul, matmul_each, matmul_each_sum, threaded_gemm
-from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
+from .._checks import as_float, check_image, check_int, check_ndim, check_x_shape, conv_geometry
 from .._kernels import conv_direct as _direct
 from .._kernels import im2col as _im2col
 
@@ -198,17 +196,14 @@ def _per_sample(flops, pixels, weights=False):
     one product per block and a layout copy?
 
     flops: the layer's products; pixels: output pixels per sample; weights: for the
-    weight gradient. 2-core A/B runs, sample / block, ms:
+    weight gradient.
     - Products on our threads (the samples split over them): per sample from
-      PER_SAMPLE_MIN_PIXELS output pixels, and always for the weight gradient.
-      LeNet-5 conv1 forward 0.28 / 0.75, VGG-small's first layer 0.25 / 2.96, VGG
-      32->32 at 28x28 backward-data 10.7 / 14.2, 64->64 at 14x14 a tie; at 7x7
-      (49 pixels) the products get too thin: 128->128 forward 7.9 / 7.0,
-      backward-data 7.3 / 6.4, but weight gradient 7.4 / 7.9.
+      PER_SAMPLE_MIN_PIXELS output pixels (below, the products get too thin), and
+      always for the weight gradient.
     - Products through NumPy's matmul (another BLAS), one after the other on one
       BLAS thread: per sample only for small layers (under SMALL_GEMM_FLOPS); a
-      large layer's block product runs on the BLAS's threads (64->64 at 14x14:
-      6.3 / 8.3).
+      large layer's block product runs on the BLAS's threads.
+    docs/performance.md has the A/B timings behind these rules.
     """
     if threaded_gemm():
         return weights or pixels >= PER_SAMPLE_MIN_PIXELS
@@ -271,7 +266,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
     negative = crop, "same", "valid"); ``anchor=(m, n)`` replaces it. ``groups``:
     see the module docstring (c then runs over the group of k).
     """
-    if check_groups(groups) > 1:
+    if check_int(groups, "groups") > 1:
         return _grouped_forward(x, w, b, groups, stride=stride, padding=padding,
                                 dilation=dilation, anchor=anchor, method=method)
     x = _check_input(x)
@@ -325,7 +320,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     dy: (N, K, Ho, Wo); w: (K, C/groups, kh, kw); x_shape: (N, C, H, W) of the forward
     input. Returns dx of shape x_shape in dy's dtype.
     """
-    if check_groups(groups) > 1:
+    if check_int(groups, "groups") > 1:
         return _grouped_backward_data(dy, w, x_shape, groups, stride=stride, padding=padding,
                                       dilation=dilation, anchor=anchor, method=method)
     shape = check_x_shape(x_shape)
@@ -374,7 +369,7 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
     Sums over the batch, not means (the loss's gradient carries the 1/N).
     Returns (dw, db) in dy's dtype.
     """
-    if check_groups(groups) > 1:
+    if check_int(groups, "groups") > 1:
         return _grouped_backward_weights(dy, x, w_shape, groups, stride=stride, padding=padding,
                                          dilation=dilation, anchor=anchor, method=method)
     dy = as_float(dy, "dy")
@@ -402,8 +397,8 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
     """dC (C*kh*kw, K) = phi(x)^T dY, summed over the blocks; dy3 is (N, K, Ho*Wo).
 
     The product is taken in this orientation, phi^T (taps, pixels) times dY
-    (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it 1.2-1.5x faster so
-    (VGG 64->64 at 14x14: 6.0 ms against 7.3; 32->32 at 28x28: 7.6 against 11.0).
+    (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it faster so
+    (docs/performance.md).
     per_sample: one product per sample, read straight from dy, summed (see
     _per_sample for when).
     """
@@ -426,15 +421,6 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
 
 
 # ------------------------------------------------------- grouped convolution
-
-def check_groups(groups):
-    """groups as a Python int >= 1 (a TypeError/ValueError naming it otherwise)."""
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"groups: expected an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"groups: must be >= 1, got {groups}")
-    return int(groups)
-
 
 def _check_group_split(groups, channels, out_channels, w_shape, where):
     """G must divide C and K, and the weight (if given) have C/G input channels per kernel."""

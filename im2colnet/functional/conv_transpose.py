@@ -21,11 +21,9 @@ must be smaller than the stride or the dilation, oph < max(sh, dh). In the
 convolution it is the bottom/right padding pb - oph (negative: a crop).
 ``padding`` is an int, (ph, pw) or ((top, bottom), (left, right)), >= 0.
 """
-import numpy as np
-
-from .._checks import as_float, check_image, check_ndim, check_x_shape, pair, positive_pair
-from .._checks import resolve_padding
-from .conv import check_groups, conv2d_backward_data, conv2d_backward_weights, conv2d_forward
+from .._checks import (as_float, check_image, check_int, check_ndim, check_x_shape, pair,
+                       positive_pair, resolve_padding)
+from .conv import conv2d_backward_data, conv2d_backward_weights, conv2d_forward
 
 __all__ = ["conv_transpose2d_forward", "conv_transpose2d_backward_data",
            "conv_transpose2d_backward_weights", "conv_transpose_geometry"]
@@ -65,7 +63,7 @@ def _check_weight(w, in_channels, groups, dtype):
     if w.shape[0] != in_channels or min(w.shape) < 1:
         raise ValueError(f"w: expected shape ({in_channels}, C_out/groups, kh, kw) for inputs with "
                          f"{in_channels} channels, got {w.shape}")
-    if in_channels % check_groups(groups):
+    if in_channels % check_int(groups, "groups"):
         raise ValueError(f"groups: {groups} groups must divide the {in_channels} input channels")
     return w
 

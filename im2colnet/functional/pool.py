@@ -26,7 +26,8 @@ hold an image cell).
 import numpy as np
 
 from ..runtime.threads import threads_worth
-from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
+from .._checks import (as_float, check_image, check_max_pool_padding, check_ndim, check_x_shape,
+                       conv_geometry)
 from .._kernels import pool as _pool
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -70,16 +71,6 @@ def _check_windows_touch_image(in_hw, g, why):
                 f"kernel_size {k}, stride {s}, dilation {d}, padding before {pad}, output size {out}")
 
 
-def _check_max_padding(g):
-    for pad, k, axis in ((g.pt, g.kh, "top"), (g.pb, g.kh, "bottom"),
-                         (g.pl, g.kw, "left"), (g.pr, g.kw, "right")):
-        if pad >= k:
-            raise ValueError(
-                f"padding: max pooling needs each padding smaller than the kernel "
-                f"(a window of padding only has no winner); {axis} padding {pad} with "
-                f"kernel_size ({g.kh}, {g.kw})")
-
-
 def _check_dy(dy, out_shape):
     dy = as_float(dy, "dy")
     check_ndim(dy, 4, "dy", "(N, C, Ho, Wo)")
@@ -91,7 +82,7 @@ def _check_dy(dy, out_shape):
 def max_geometry(in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """The checked geometry of max pooling (see the module docstring for its two rules)."""
     g = _geometry(in_hw, kernel_size, stride, padding, dilation, ceil_mode)
-    _check_max_padding(g)
+    check_max_pool_padding(g)
     if ceil_mode or (g.dh, g.dw) != (1, 1):
         _check_windows_touch_image(in_hw, g, "max pooling has no winner there")
     return g

@@ -8,9 +8,8 @@ the channel axis by ``pieces``).
 import numpy as np
 
 from .. import functional as F
-from .._checks import as_float
-from ..functional.activation import check_negative_slope
-from .base import Layer, check_int
+from .._checks import as_float, check_int, check_number
+from .base import Layer
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "ELU", "Maxout"]
 
@@ -37,7 +36,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = check_negative_slope(negative_slope)
+        self.negative_slope = check_number(negative_slope, "negative_slope")
         self._x = None
 
     def forward(self, x, training=False):

@@ -2,9 +2,9 @@
 import numpy as np
 
 from .. import functional as F
-from .._checks import positive_pair
+from .._checks import check_int, positive_pair
 from ..functional.conv_transpose import conv_transpose_geometry
-from .base import ParamLayer, check_int, to_json
+from .base import ParamLayer, to_json
 
 __all__ = ["ConvTranspose2d"]
 

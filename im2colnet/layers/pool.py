@@ -22,6 +22,7 @@ def _image_shape(layer, input_shape):
 class _Pool2d(Layer):
     """Base of the pooling layers: the output shape comes from ``_window(in_hw)``, the
     subclass's checked geometry for an input size. ``stride`` None means stride = kernel_size."""
+    keeps_activation = True
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
