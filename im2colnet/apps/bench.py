@@ -242,10 +242,6 @@ def _conv_calls(module, shape, t, **method):
     """The three passes of an im2colnet.functional-like module on the inputs t."""
     geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
     if shape.groups > 1:
-        if module is not F:
-            def no_groups():
-                raise NotImplementedError(f"{module.__name__} has no grouped convolution")
-            return dict.fromkeys(PASSES, no_groups)
         geo["groups"] = shape.groups
     return {
         "forward": lambda: module.conv2d_forward(t["x"], t["w"], t["b"], **geo, **method),
@@ -290,14 +286,15 @@ def _gemm_calls(shape, t, rng):
 
 
 def _method_calls(method, shape, t, rng):
-    """{pass: fn} of one of our methods (torch runs in a process of its own)."""
+    """{pass: fn} of one of our methods (torch runs in a process of its own); None where the
+    method cannot run the shape (the plain-NumPy im2col has no groups)."""
     if method == "direct":
         return _conv_calls(F, shape, t, method="direct")
     if method == "ours":
         return _conv_calls(F, shape, t)
     if method == "gemm":
         return _gemm_calls(shape, t, rng)
-    return _conv_calls(numpy_im2col, shape, t)
+    return None if shape.groups > 1 else _conv_calls(numpy_im2col, shape, t)
 
 
 def _ratio(a, b):
@@ -351,6 +348,8 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     for shape in shapes:
         tensors = _layer_inputs(shape, dtype, rng)
         calls = {m: _method_calls(m, shape, tensors, rng) for m in ours_methods}
+        missing = [m for m, fns in calls.items() if fns is None]
+        calls = {m: fns for m, fns in calls.items() if fns is not None}
         g = shape.geometry()
         full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
                      * np.dtype(dtype).itemsize / 2**20)
@@ -359,6 +358,7 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
                 progress(f"{shape.name} {pass_}")
             timings = _time_pass({m: fns[pass_] for m, fns in calls.items()}, shape.flops(),
                                  budget, direct_budget, max_repeats)
+            timings.update({m: {"error": f"{m} has no grouped convolution"} for m in missing})
             memory = {"full_cols": full_cols}
             for method in ("ours", "numpy"):
                 if "median_ms" in timings.get(method, {}):
