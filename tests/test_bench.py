@@ -62,12 +62,16 @@ def test_parse_shape_reads_the_optional_fields():
     assert (s.n, s.c, s.h, s.w, s.k, s.kh, s.kw, s.stride, s.padding, s.dilation) == \
         (2, 3, 8, 9, 4, 3, 5, 1, 0, 1)
     s = bench.parse_shape("1,1,28,28,6,5,5,2,2,3")
-    assert (s.stride, s.padding, s.dilation) == (2, 2, 3)
+    assert (s.stride, s.padding, s.dilation, s.groups) == (2, 2, 3, 1)
+    s = bench.parse_shape("1,4,8,8,8,3,3,1,1,1,4")
+    assert s.groups == 4 and s.flops() == 2 * 64 * 8 * 1 * 9 and "groups 4" in s.describe()
 
 
 @pytest.mark.parametrize("text, words", [
-    ("1,2,3", "7 to 10 integers"),
-    ("1,2,3,4,5,6,7,8,9,10,11", "7 to 10 integers"),
+    ("1,2,3", "7 to 11 integers"),
+    ("1,2,3,4,5,6,7,8,9,10,11,12", "7 to 11 integers"),
+    ("1,4,8,8,6,3,3,1,1,1,4", "groups must divide C and K"),
+    ("1,4,8,8,8,3,3,1,1,1,0", ">= 1"),
     ("1,2,8,8,4,3,x", "must be an integer"),
     ("0,2,8,8,4,3,3", ">= 1"),
     ("1,2,8,8,4,3,3,0", ">= 1"),
@@ -89,7 +93,8 @@ def test_flops_worked_example():
 
 def test_named_shapes_cover_the_issue():
     assert {"lenet5-conv1", "lenet5-conv2", "vgg-28", "vgg-14", "vgg-7", "wide", "strided",
-            "dilated"} <= set(bench.SHAPES)
+            "dilated", "depthwise"} <= set(bench.SHAPES)
+    assert bench.SHAPES["depthwise"].groups == bench.SHAPES["depthwise"].c
     assert set(bench.QUICK_SHAPES) <= set(bench.SHAPES)
     for shape in bench.SHAPES.values():
         shape.geometry()  # every named shape is a valid convolution
@@ -212,3 +217,15 @@ def test_whole_model_rows():
     assert r["ours"]["train"]["images_per_s"] > 0 and r["ours"]["infer"]["images_per_s"] > 0
     assert r["ours"]["latency_ms"] > 0
     assert "lenet5" in bench.format_model_table(results)
+
+
+def test_run_layers_times_a_grouped_layer():
+    shape = bench.parse_shape("2,4,8,8,4,3,3,1,1,1,4")     # depthwise
+    methods = ("direct", "ours", "gemm", "numpy")
+    results = bench.run_layers([shape], methods=methods, budget=0, max_repeats=1)
+    for r in results:
+        assert r["flops"] == 2 * 2 * 64 * 4 * 9
+        for m in ("direct", "ours", "gemm"):
+            assert r["methods"][m]["median_ms"] > 0
+        assert r["methods"]["numpy"] == {"error": "numpy has no grouped convolution"}
+        assert r["ratios"]["numpy/ours"] is None

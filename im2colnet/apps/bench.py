@@ -74,7 +74,8 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class ConvShape:
-    """One convolution layer: input (n, c, h, w), k filters of kh x kw, symmetric padding."""
+    """One convolution layer: input (n, c, h, w), k filters of kh x kw, symmetric padding;
+    groups > 1 makes it grouped (each filter sees c // groups channels; depthwise: groups = c)."""
     name: str
     n: int
     c: int
@@ -86,19 +87,21 @@ class ConvShape:
     stride: int = 1
     padding: int = 0
     dilation: int = 1
+    groups: int = 1
 
     def geometry(self):
         return conv_geometry((self.h, self.w), (self.kh, self.kw), self.stride,
                              self.padding, self.dilation)
 
     def flops(self):
-        """Multiply-adds x 2 of one pass: 2 * N*Ho*Wo * K * C*kh*kw (the same for all three)."""
+        """Multiply-adds x 2 of one pass: 2 * N*Ho*Wo * K * (C/groups)*kh*kw (the same for all three)."""
         g = self.geometry()
-        return 2 * self.n * g.out_h * g.out_w * self.k * self.c * self.kh * self.kw
+        return 2 * self.n * g.out_h * g.out_w * self.k * (self.c // self.groups) * self.kh * self.kw
 
     def describe(self):
         extra = "".join(f", {label} {value}" for label, value, default in (
-            ("pad", self.padding, 0), ("stride", self.stride, 1), ("dil", self.dilation, 1))
+            ("pad", self.padding, 0), ("stride", self.stride, 1), ("dil", self.dilation, 1),
+            ("groups", self.groups, 1))
             if value != default)
         return (f"N={self.n}, {self.c}->{self.k}, {self.h}x{self.w}, "
                 f"{self.kh}x{self.kw}{extra}")
@@ -114,24 +117,28 @@ SHAPES = {s.name: s for s in (
     ConvShape("wide", 32, 128, 16, 16, 128, 3, 3, padding=1),
     ConvShape("strided", 64, 32, 28, 28, 64, 3, 3, stride=2, padding=1),
     ConvShape("dilated", 64, 32, 28, 28, 32, 3, 3, padding=2, dilation=2),
+    ConvShape("depthwise", 64, 64, 28, 28, 64, 3, 3, padding=1, groups=64),  # MobileNet-style
 )}
 QUICK_SHAPES = ("lenet5-conv1", "lenet5-conv2", "vgg-14")
 
 
 def parse_shape(text):
-    """'N,C,H,W,K,kh,kw[,stride,pad,dil]' -> ConvShape (ValueError with the reason)."""
+    """'N,C,H,W,K,kh,kw[,stride,pad,dil,groups]' -> ConvShape (ValueError with the reason)."""
     fields = [f.strip() for f in text.split(",")]
-    if not 7 <= len(fields) <= 10:
-        raise ValueError(f"--shape: expected N,C,H,W,K,kh,kw[,stride,pad,dil] "
-                         f"(7 to 10 integers), got {text!r}")
+    if not 7 <= len(fields) <= 11:
+        raise ValueError(f"--shape: expected N,C,H,W,K,kh,kw[,stride,pad,dil,groups] "
+                         f"(7 to 11 integers), got {text!r}")
     try:
         values = [int(f) for f in fields]
     except ValueError:
         raise ValueError(f"--shape: every field must be an integer, got {text!r}") from None
     shape = ConvShape(",".join(fields), *values)
-    if min(values[:7]) < 1 or shape.stride < 1 or shape.dilation < 1 or shape.padding < 0:
-        raise ValueError(f"--shape: sizes, stride and dilation must be >= 1 and the "
+    if min(values[:7]) < 1 or min(shape.stride, shape.dilation, shape.groups) < 1 \
+            or shape.padding < 0:
+        raise ValueError(f"--shape: sizes, stride, dilation and groups must be >= 1 and the "
                          f"padding >= 0, got {text!r}")
+    if shape.c % shape.groups or shape.k % shape.groups:
+        raise ValueError(f"--shape: groups must divide C and K, got {text!r}")
     try:
         shape.geometry()  # the kernel must fit the padded input
     except ValueError as exc:
@@ -232,7 +239,7 @@ def _layer_inputs(shape, dtype, rng):
     g = shape.geometry()
     return dict(
         x=rng.standard_normal((shape.n, shape.c, shape.h, shape.w)).astype(dtype),
-        w=rng.standard_normal((shape.k, shape.c, shape.kh, shape.kw)).astype(dtype),
+        w=rng.standard_normal((shape.k, shape.c // shape.groups, shape.kh, shape.kw)).astype(dtype),
         b=rng.standard_normal(shape.k).astype(dtype),
         dy=rng.standard_normal((shape.n, shape.k, g.out_h, g.out_w)).astype(dtype))
 
@@ -240,6 +247,8 @@ def _layer_inputs(shape, dtype, rng):
 def _conv_calls(module, shape, t, **method):
     """The three passes of an im2colnet.functional-like module on the inputs t."""
     geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
+    if shape.groups > 1:
+        geo["groups"] = shape.groups
     return {
         "forward": lambda: module.conv2d_forward(t["x"], t["w"], t["b"], **geo, **method),
         "backward-data": lambda: module.conv2d_backward_data(
@@ -250,7 +259,7 @@ def _conv_calls(module, shape, t, **method):
 
 
 def _gemm_calls(shape, t, rng):
-    """The GEMM of each pass alone, on matrices of the im2col shapes, into preallocated
+    """The GEMM(s) of each pass alone, on matrices of the im2col shapes, into preallocated
     outputs, by the route our products take (im2colnet.runtime.gemm.matmul: our threads, or
     np.matmul with another BLAS), in the layout the im2col path uses (see
     im2colnet.functional.conv):
@@ -259,18 +268,21 @@ def _gemm_calls(shape, t, rng):
     forward: Y^T = W phi^T; backward-data: dphi^T = W^T dY^T; backward-weights: dW = dY^T phi.
     """
     g = shape.geometry()
-    m, ckk, dtype = shape.n * g.out_h * g.out_w, shape.c * shape.kh * shape.kw, t["x"].dtype
+    # a grouped layer: one product per group, each of K/G filters on C/G channels
+    k = shape.k // shape.groups
+    m, ckk, dtype = shape.n * g.out_h * g.out_w, shape.c // shape.groups * shape.kh * shape.kw, t["x"].dtype
     cols_t = rng.standard_normal((ckk, m)).astype(dtype)
-    wmat = t["w"].reshape(shape.k, ckk)
-    dy_t = rng.standard_normal((shape.k, m)).astype(dtype)
-    out_f, out_d = np.empty((shape.k, m), dtype), np.empty((ckk, m), dtype)
-    out_w = np.empty((shape.k, ckk), dtype)
-    flops = 2.0 * m * ckk * shape.k
+    wmat = t["w"][:k].reshape(k, ckk)
+    dy_t = rng.standard_normal((k, m)).astype(dtype)
+    out_f, out_d = np.empty((k, m), dtype), np.empty((ckk, m), dtype)
+    out_w = np.empty((k, ckk), dtype)
+    flops = 2.0 * m * ckk * k
 
     def product(a, b, out):
         # the route our convolution's products take (im2colnet.runtime.gemm.matmul)
         with gemm_threads(flops):
-            matmul(a, b, out)
+            for _ in range(shape.groups):
+                matmul(a, b, out)
 
     return {
         "forward": lambda: product(wmat, cols_t, out_f),
@@ -280,7 +292,8 @@ def _gemm_calls(shape, t, rng):
 
 
 def _method_calls(method, shape, t, rng):
-    """{pass: fn} of one of our methods (torch runs in a process of its own)."""
+    """{pass: fn} of one of our methods (torch runs in a process of its own); None where the
+    method cannot run the shape (the plain-NumPy im2col has no groups)."""
     if method == "direct":
         return _conv_calls(F, shape, t, method="direct")
     if method == "ours":
@@ -289,7 +302,7 @@ def _method_calls(method, shape, t, rng):
         return _conv_calls(F, shape, t, method="blas")
     if method == "gemm":
         return _gemm_calls(shape, t, rng)
-    return _conv_calls(numpy_im2col, shape, t)
+    return None if shape.groups > 1 else _conv_calls(numpy_im2col, shape, t)
 
 
 def _ratio(a, b):
@@ -344,6 +357,8 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     for shape in shapes:
         tensors = _layer_inputs(shape, dtype, rng)
         calls = {m: _method_calls(m, shape, tensors, rng) for m in ours_methods}
+        missing = [m for m, fns in calls.items() if fns is None]
+        calls = {m: fns for m, fns in calls.items() if fns is not None}
         g = shape.geometry()
         full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
                      * np.dtype(dtype).itemsize / 2**20)
@@ -352,6 +367,7 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
                 progress(f"{shape.name} {pass_}")
             timings = _time_pass({m: fns[pass_] for m, fns in calls.items()}, shape.flops(),
                                  budget, direct_budget, max_repeats)
+            timings.update({m: {"error": f"{m} has no grouped convolution"} for m in missing})
             memory = {"full_cols": full_cols}
             for method in ("ours", "blas", "numpy"):
                 if "median_ms" in timings.get(method, {}):
@@ -639,9 +655,9 @@ def add_arguments(parser):
     """The options of `im2colnet bench` (shared with `python -m im2colnet.bench`)."""
     parser.add_argument("shapes", nargs="*", metavar="NAME",
                         help=f"named layer shapes to run (default: all): {', '.join(SHAPES)}")
-    parser.add_argument("--shape", action="append", default=[], metavar="N,C,H,W,K,kh,kw[,s,p,d]",
-                        help="an extra layer shape (repeatable); stride, padding, dilation "
-                             "default to 1, 0, 1")
+    parser.add_argument("--shape", action="append", default=[], metavar="N,C,H,W,K,kh,kw[,s,p,d,g]",
+                        help="an extra layer shape (repeatable); stride, padding, dilation, "
+                             "groups default to 1, 0, 1, 1")
     parser.add_argument("--quick", action="store_true",
                         help=f"a fast subset ({', '.join(QUICK_SHAPES)}) with short time "
                              "budgets and no model benchmarks (what the demo runs)")
