@@ -10,6 +10,7 @@ the history, and what each rank saw.
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 from mpi4py import MPI
@@ -32,7 +33,8 @@ def main(scenario, out):
     rank = comm.Get_rank()
     case = CASES[scenario]
     x, y, val = case.data()
-    parallel = DataParallel()
+    # "bn" goes through fit's own distributed=True; the others pass the hooks object.
+    parallel = True if scenario == "bn" else DataParallel(timeout=2 if scenario == "hang" else 600)
     threads = comm.gather(thread_count())
     callbacks = []
     kwargs = {}
@@ -44,13 +46,15 @@ def main(scenario, out):
         model, optimizer = case.model(), case.optimizer()
         if rank:
             scramble(model, rank)
-    if scenario in ("fault", "kill"):
+    if scenario in ("fault", "kill", "hang"):
         callbacks.append(ModelCheckpoint(os.path.join(out, "ckpt-{epoch}.h5")))
 
         def on_batch_end(step, logs):
             if rank == 1 and model.epochs_done == 1 and step == case.fail_step:
                 if scenario == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                if scenario == "hang":
+                    time.sleep(600)
                 raise RuntimeError(f"injected failure at step {step}")
         callbacks.append(LambdaCallback(
             on_batch_end=on_batch_end,
@@ -61,7 +65,7 @@ def main(scenario, out):
                         seed=case.seed, distributed=parallel, **kwargs)
     if rank == 0:
         np.savez(os.path.join(out, "result.npz"), threads=np.array(threads),
-                 allreduce_calls=parallel.allreduce_calls,
+                 allreduce_calls=getattr(parallel, "allreduce_calls", -1),
                  **model_state(model),
                  **{"history/" + k: np.array(v) for k, v in history.history.items()})
 

@@ -181,10 +181,11 @@ def epochs_override(case, epochs):
 
 
 # -- failure ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("how", ["fault", "kill"])
+@pytest.mark.parametrize("how", ["fault", "kill", "hang"])
 def test_a_failing_rank_stops_every_rank(tmp_path, how):
-    """Rank 1 raises (or is killed) at step 5 of epoch 1: mpiexec exits non-zero well within
-    60 s, a raise is reported with its rank and step, and the epoch-1 checkpoint loads."""
+    """Rank 1 raises, is killed, or hangs at the end of step 5 of epoch 1: mpiexec exits
+    non-zero within 60 s; a raise is reported with its rank and step, a hang by rank 0 when
+    its 2 s timeout runs out; the epoch-1 checkpoint loads."""
     result, seconds = run_ranks([sys.executable, os.path.join(HERE, "_mpi_worker.py"), how,
                                  str(tmp_path)], tmp_path, timeout=60)
     assert result.returncode != 0 and seconds < 60
@@ -192,6 +193,9 @@ def test_a_failing_rank_stops_every_rank(tmp_path, how):
     if how == "fault":
         assert "rank 1 of 2 failed at epoch 1, step 5" in result.stderr
         assert "RuntimeError: injected failure at step 5" in result.stderr
+    if how == "hang":   # rank 1 hangs after step 5's average: rank 0 waits in step 6's
+        assert "rank 0 of 2 failed at epoch 1, step 6" in result.stderr
+        assert "did not join the gradient average of epoch 1, step 6 within 2 s" in result.stderr
     model = inet.load_model(tmp_path / "ckpt-1.h5")
     assert model.count_params() == 61706
     assert not (tmp_path / "ckpt-2.h5").exists()
