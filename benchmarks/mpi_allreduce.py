@@ -1,0 +1,35 @@
+"""The MPI Allreduce alone, on buffers the size of a float32 scalar, LeNet-5's gradient
+buffer and VGG-small's (docs/performance.md: which MPI).
+
+    mpiexec -n 2 python benchmarks/mpi_allreduce.py
+
+Rank 0 prints the MPI library and, per buffer size in bytes, the median time in
+microseconds of 200 in-place sums (the first 20 not counted), each right after a barrier.
+"""
+import statistics
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+SIZES = (1, 61706 + 2, 584618 + 2)   # float32 values: a scalar, LeNet-5, VGG-small (+ loss, hits)
+
+
+def main():
+    comm = MPI.COMM_WORLD
+    medians = {}
+    for n in SIZES:
+        buffer = np.ones(n, np.float32)
+        times = []
+        for _ in range(200):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+            times.append(time.perf_counter() - t0)
+        medians[buffer.nbytes] = round(statistics.median(times[20:]) * 1e6, 1)
+    if comm.Get_rank() == 0:
+        print(MPI.Get_library_version().splitlines()[0].strip(), medians)
+
+
+if __name__ == "__main__":
+    main()
