@@ -64,7 +64,8 @@ def threads_per_rank(comm):
 
 
 class DataParallel:
-    """fit's hooks for synchronous data-parallel training over an MPI communicator.
+    """fit's hooks for synchronous data-parallel training over an MPI communicator
+    (fit calls agree, start, shard, reduce_step, end_epoch, evaluate, fail; sets ``where``).
 
     comm: default MPI.COMM_WORLD. threads: threads of this rank's kernels and products;
     default: OMP_NUM_THREADS when set, else threads_per_rank(comm) (cores per node divided
@@ -178,7 +179,9 @@ class DataParallel:
         if self.size == 1:
             return
         epoch, step = self.where or (None, None)
-        place = "before the first step" if epoch is None else f"at epoch {epoch}, step {step} (0-based)"
+        place = ("before the first step" if epoch is None else
+                 f"at the end of epoch {epoch} (0-based)" if step is None else
+                 f"at epoch {epoch}, step {step} (0-based)")
         sys.stderr.write(f"im2colnet: rank {self.rank} of {self.size} failed {place}: "
                          f"{type(exc).__name__}: {exc}; stopping all ranks\n")
         sys.stderr.flush()

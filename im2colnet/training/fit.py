@@ -209,6 +209,7 @@ def _train(parallel, model, x, y, epochs, batch_size, optimizer, loss, validatio
                 bar.update(done, loss_sum / done, correct / done)
                 for cb in batch_listeners:
                     cb.on_batch_end(step, {"loss": value, "accuracy": hits / size, "size": size})
+            parallel.where = (epoch, None)
             parallel.end_epoch(model)
             logs = {"loss": loss_sum / n, "accuracy": correct / n}
             if validation_data is not None:
