@@ -25,7 +25,7 @@ N ranks resumes on M ranks (or in one process) and trains the same.
 
 A rank that raises stops every rank: it prints "rank R of P failed at epoch E, step S" and
 calls MPI_Abort, which ends the whole job (mpiexec exits non-zero). A rank that waits longer
-than ``timeout`` seconds for the others to join a gradient average (one died without
+than ``timeout`` seconds for the others in any collective of the loop (one died without
 MPI noticing, or hangs) raises, and so stops the job the same way.
 """
 import os
@@ -89,10 +89,30 @@ class DataParallel:
         self.allreduce_seconds = 0.0  # time spent in the step's Allreduce (waiting included)
         self.allreduce_calls = 0
 
+    # -- waiting for the others -------------------------------------------------------
+    def _wait(self, request, what):
+        """Wait for a non-blocking collective: seconds waited; a TimeoutError naming ``what``
+        after self.timeout seconds (a rank died without MPI noticing, or hangs)."""
+        t0 = time.perf_counter()
+        polls = 0
+        while not request.Test():
+            polls += 1
+            if polls % 4096 == 0 and time.perf_counter() - t0 > self.timeout:
+                raise TimeoutError(f"the other ranks did not join {what} within "
+                                   f"{self.timeout:g} s (a rank died or hangs)")
+        return time.perf_counter() - t0
+
+    def _sum(self, array, what):
+        """Sum ``array`` over the ranks, in place."""
+        return self._wait(self.comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM), what)
+
     # -- the start ---------------------------------------------------------------------
     def agree(self, value):
-        """Rank 0's value (any picklable object), on every rank."""
-        return self.comm.bcast(value, root=0)
+        """Rank 0's value of an integer (the seed, the stop flag), on every rank."""
+        box = np.array([value], dtype=np.int64)
+        self._wait(self.comm.Ibcast(box, root=0), "the start" if self.where is None else
+                   f"the end of epoch {self.where[0]}")
+        return int(box[0])
 
     def start(self, model, optimizer, samples):
         """Every rank starts from rank 0's parameters, buffers and optimizer state; the flat
@@ -104,8 +124,8 @@ class DataParallel:
         for layer in model.layers:
             for store in (layer.params, layer.buffers):
                 for array in store.values():
-                    self.comm.Bcast(array, root=0)
-        state = self.agree(optimizer.state_dict() if self.is_root else None)
+                    self._wait(self.comm.Ibcast(array, root=0), "the start")
+        state = self.comm.bcast(optimizer.state_dict() if self.is_root else None, root=0)
         if not self.is_root:
             optimizer.load_state_dict(state)
         params = model.parameters()
@@ -119,21 +139,6 @@ class DataParallel:
         return shard(index, self.rank, self.size)
 
     # -- each step ---------------------------------------------------------------------
-    def _allreduce(self):
-        """Sum the flat buffer over the ranks in place, waiting at most self.timeout seconds."""
-        t0 = time.perf_counter()
-        request = self.comm.Iallreduce(MPI.IN_PLACE, self._flat, op=MPI.SUM)
-        polls = 0
-        while not request.Test():
-            polls += 1
-            if polls % 4096 == 0 and time.perf_counter() - t0 > self.timeout:
-                epoch, step = self.where or (None, None)
-                raise TimeoutError(
-                    f"the other ranks did not join the gradient average of epoch {epoch}, step "
-                    f"{step} within {self.timeout:g} s (a rank died or hangs)")
-        self.allreduce_seconds += time.perf_counter() - t0
-        self.allreduce_calls += 1
-
     def reduce_step(self, grads, loss, hits, count, total):
         """The global batch's (gradients, mean loss, correct answers) from this rank's
         (grads: name -> mean gradient over its ``count`` samples or None, loss, hits)."""
@@ -145,7 +150,10 @@ class DataParallel:
                 np.multiply(grads[name], weight, out=view)
         self._flat[-2] = loss * weight
         self._flat[-1] = hits
-        self._allreduce()
+        epoch, step = self.where
+        self.allreduce_seconds += self._sum(
+            self._flat, f"the gradient average of epoch {epoch}, step {step}")
+        self.allreduce_calls += 1
         return self._views, float(self._flat[-2]), int(round(float(self._flat[-1])))
 
     # -- the end of an epoch -------------------------------------------------------------
@@ -155,7 +163,7 @@ class DataParallel:
         if not buffers:
             return
         flat = np.concatenate([b.ravel() for b in buffers]).astype(np.float64)
-        self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        self._sum(flat, f"the running statistics' average of epoch {self.where[0]}")
         flat /= self.size
         offset = 0
         for b in buffers:
@@ -169,7 +177,7 @@ class DataParallel:
         if mine.size:
             scores = model.evaluate(x[mine], y[mine], loss=loss)
             sums[:] = scores["loss"] * mine.size, scores["accuracy"] * mine.size, mine.size
-        self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+        self._sum(sums, f"the validation of epoch {self.where[0]}")
         return {"loss": sums[0] / sums[2], "accuracy": sums[1] / sums[2]}
 
     # -- failure -------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def fit(model, x, y, epochs, batch_size=64, optimizer=None, loss=None, validatio
 def _train(parallel, model, x, y, epochs, batch_size, optimizer, loss, validation_data,
            callbacks, verbose, seed, initial_epoch):
     """fit's body, on the hooks of ``parallel``."""
+    parallel.where = None    # (epoch, step) once the loop runs; (epoch, None) after its steps
     epochs = check_int(epochs, "epochs", low=0)
     batch_size = check_int(batch_size, "batch_size")
     initial_epoch = check_int(initial_epoch, "initial_epoch", low=0)
