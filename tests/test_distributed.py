@@ -82,6 +82,23 @@ def test_shards_cover_a_batch_once_and_differ_by_at_most_one(n, size):
     assert max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
 
 
+def test_only_code_that_asks_for_distribution_imports_mpi4py(tmp_path):
+    code = ("import sys, numpy as np, im2colnet, im2colnet.apps.cli\n"
+            "m = im2colnet.Sequential([im2colnet.Linear(2, 2)], input_shape=(2,))\n"
+            "m.fit(np.zeros((4, 2)), np.zeros(4, int), epochs=1, verbose=0)\n"
+            "print('mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)     # the installed package, not the source
+    assert out.stdout.split() == ["False"], out.stderr
+
+
+def test_distributed_true_without_mpi4py_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "im2colnet.training.distributed", None)  # as if missing
+    model = inet.Sequential([inet.Linear(2, 2)], input_shape=(2,))
+    with pytest.raises(ImportError, match=r"pip install \"im2colnet\[mpi\]\""):
+        model.fit(np.zeros((4, 2)), np.zeros(4, int), epochs=1, distributed=True, verbose=0)
+
+
 def test_distributed_must_be_a_flag_or_the_hooks():
     model = inet.Sequential([inet.Linear(2, 2)], input_shape=(2,))
     with pytest.raises(TypeError, match="distributed"):
