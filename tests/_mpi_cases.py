@@ -62,6 +62,8 @@ CASES = {
     # Rank 1 raises (or is killed) at step 5 of epoch 1 (0-based); checkpoints each epoch.
     "fault": Case(lenet, 64 * 8, 3, lambda: SGD(0.05), fail_step=5),
     "kill": Case(lenet, 64 * 8, 3, lambda: SGD(0.05), fail_step=5),
+    # Rank 1 holds one sample fewer than rank 0: both refuse to start.
+    "mismatch": Case(lenet, 64, 1, lambda: SGD(0.05)),
     # Rank 1 hangs at step 5 of epoch 1; rank 0 gives up after its 2 s timeout.
     "hang": Case(lenet, 64 * 8, 3, lambda: SGD(0.05), fail_step=5),
 }

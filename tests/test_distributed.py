@@ -218,6 +218,14 @@ def test_a_failing_rank_stops_every_rank(tmp_path, how):
     assert not (tmp_path / "ckpt-2.h5").exists()
 
 
+def test_ranks_with_different_data_refuse_to_start(tmp_path):
+    result, seconds = run_ranks([sys.executable, os.path.join(HERE, "_mpi_worker.py"),
+                                 "mismatch", str(tmp_path)], tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "failed before the first step: ValueError: x: every rank must train on the same " \
+           "samples; the ranks hold [64, 63] samples" in result.stderr
+
+
 # -- the command line ------------------------------------------------------------------------
 def test_the_command_trains_on_two_ranks_and_rank_0_saves(tmp_path):
     data = os.environ.get("IM2COLNET_DATA")

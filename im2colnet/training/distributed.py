@@ -69,8 +69,8 @@ class DataParallel:
 
     comm: default MPI.COMM_WORLD. threads: threads of this rank's kernels and products;
     default: OMP_NUM_THREADS when set, else threads_per_rank(comm) (cores per node divided
-    by the ranks on it). timeout: seconds one rank waits for the others in a gradient average
-    before it gives up and stops the job.
+    by the ranks on it). timeout: seconds one rank waits for the others in any collective of
+    fit (a gradient average, an epoch's end) before it gives up and stops the job.
     """
 
     def __init__(self, comm=None, threads=None, timeout=600.0):
@@ -117,10 +117,11 @@ class DataParallel:
     def start(self, model, optimizer, samples):
         """Every rank starts from rank 0's parameters, buffers and optimizer state; the flat
         gradient buffer is allocated: every parameter, then the loss and the correct count."""
-        counts = self.comm.allgather(samples)
-        if len(set(counts)) > 1:
+        counts = np.zeros(self.size, dtype=np.int64)
+        self._wait(self.comm.Iallgather(np.array([samples], dtype=np.int64), counts), "the start")
+        if len(set(counts.tolist())) > 1:
             raise ValueError(f"x: every rank must train on the same samples; the ranks hold "
-                             f"{counts} samples")
+                             f"{counts.tolist()} samples")
         for layer in model.layers:
             for store in (layer.params, layer.buffers):
                 for array in store.values():
