@@ -237,4 +237,5 @@ def test_the_command_trains_on_two_ranks_and_rank_0_saves(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("test accuracy") == 1 and "on 2 ranks" in result.stdout
     assert result.stdout.count("saved m.h5") == 1
+    assert result.stderr.count("val_accuracy") == 1      # one progress bar's epoch line
     assert inet.load_model(tmp_path / "m.h5").metadata["epochs"] == 1
