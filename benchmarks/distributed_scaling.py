@@ -29,10 +29,12 @@ def worker(model_name, steps, threads):
     from im2colnet import models
     from im2colnet.losses import CrossEntropyLoss
     from im2colnet.optim import SGD
+    from im2colnet.runtime import tune
     from im2colnet.runtime.blas import set_blas_threads
     from im2colnet.runtime.threads import set_thread_count
     from im2colnet.training.distributed import DataParallel
 
+    tune()   # the process-wide training settings, as the im2colnet command makes them
     comm = MPI.COMM_WORLD
     if comm.Get_size() > 1:
         parallel = DataParallel(threads=threads)

@@ -19,20 +19,15 @@ import copy
 
 import numpy as np
 
-from ._checks import as_float, as_labels
+from ._checks import as_float, as_labels, check_int, check_shape
 from .layers import LAYERS
 from .layers.activation import ReLU
-from .layers.base import Layer, ParamLayer, check_int, check_shape
-from .layers.batchnorm import _BatchNorm
-from .layers.linear import Dropout, Flatten
-from .layers.pool import _Pool2d
+from .layers.base import Layer, ParamLayer
 from .losses import CrossEntropyLoss, get_loss
+from .state_dict import load_state_dict, state_dict
 
 __all__ = ["Model", "count_correct"]
 
-# Layers that sit between a weight layer and its activation without changing
-# which initialisation suits it.
-_TRANSPARENT = (_BatchNorm, Dropout, _Pool2d, Flatten)
 
 
 def count_correct(scores, target):
@@ -112,7 +107,7 @@ class Model:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, ParamLayer) or "init" in vars(layer):
                 continue
-            nxt = next((l for l in self.layers[i + 1:] if not isinstance(l, _TRANSPARENT)), None)
+            nxt = next((l for l in self.layers[i + 1:] if not l.keeps_activation), None)
             layer.init = "he" if isinstance(nxt, ReLU) else "glorot"
 
     def build(self, input_shape=None, seed=0):
@@ -158,6 +153,16 @@ class Model:
 
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
+
+    def state_dict(self):
+        """{PyTorch nn.Sequential name: array copy}, e.g. "0.weight", "1.running_mean"
+        (im2colnet.state_dict.state_dict)."""
+        return state_dict(self)
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays named as by state_dict() (e.g. a PyTorch model's) into the model
+        (im2colnet.state_dict.load_state_dict)."""
+        return load_state_dict(self, state, strict)
 
     def state_copy(self):
         """Copies of every parameter and buffer (see load_state)."""

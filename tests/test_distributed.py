@@ -94,6 +94,7 @@ def test_only_code_that_asks_for_distribution_imports_mpi4py(tmp_path):
 
 def test_distributed_true_without_mpi4py_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "im2colnet.training.distributed", None)  # as if missing
+    monkeypatch.delattr(inet.training, "distributed", raising=False)
     model = inet.Sequential([inet.Linear(2, 2)], input_shape=(2,))
     with pytest.raises(ImportError, match=r"pip install \"im2colnet\[mpi\]\""):
         model.fit(np.zeros((4, 2)), np.zeros(4, int), epochs=1, distributed=True, verbose=0)

@@ -5,6 +5,7 @@
     im2colnet evaluate FILE.h5|MODEL[:pretrained]            accuracy, loss, confusion matrix
     im2colnet predict FILE.h5|MODEL IMAGE...                 class and probability per image
     im2colnet summary FILE.h5|MODEL                          layer table and metadata
+    im2colnet export FILE.h5|MODEL[:pretrained] OUT.onnx     the model as ONNX (needs onnx)
     im2colnet bench [--quick]                                im2col against direct convolution
     im2colnet demo                                           a few minutes' tour of all of it
 
@@ -12,7 +13,6 @@ Mistakes (missing data, an unreadable file, a bad option) are one line on
 stderr and exit code 2. Set IM2COLNET_DEBUG=1 to see the traceback instead.
 """
 import argparse
-import importlib
 import io
 import os
 import sys
@@ -24,6 +24,7 @@ from .. import optim
 from .._version import __version__
 from ..functional import softmax_forward
 from ..losses import CrossEntropyLoss
+from ..runtime import tune
 from ..serialization import ModelFormatError, save_model
 from . import bench
 from .demo import run_demo
@@ -53,10 +54,11 @@ def _make_optimizer(name, lr):
 
 
 def _data_parallel():
-    """training.distributed.DataParallel() over MPI.COMM_WORLD; that module needs mpi4py, so
-    it is loaded only for --distributed."""
+    """training.distributed.DataParallel() over MPI.COMM_WORLD."""
     require("mpi4py", "--distributed", "mpi")
-    return importlib.import_module("im2colnet.training.distributed").DataParallel()
+    # imported here, not at the top: im2colnet.training.distributed needs the optional mpi4py
+    from ..training import distributed as mpi_training
+    return mpi_training.DataParallel()
 
 
 def cmd_train(args, out=sys.stdout):
@@ -185,6 +187,20 @@ def cmd_summary(args, out=sys.stdout):
     return 0
 
 
+def cmd_export(args, out=sys.stdout):
+    """Write MODEL as an ONNX file (im2colnet.onnx.export), with the class names in its metadata."""
+    try:
+        # imported here, not at the top: im2colnet.onnx needs the optional onnx package
+        from .. import onnx as im2colnet_onnx
+    except ImportError as exc:     # its message says what to install
+        raise CommandError(str(exc)) from None
+    model, meta = load_model_spec(args.model)
+    extra = {"classes": CLASS_NAMES[meta["dataset"]]} if meta.get("dataset") in CLASS_NAMES else {}
+    im2colnet_onnx.export(model, args.out, opset=args.opset, metadata=extra)
+    print(f"wrote {args.out} (ONNX opset {args.opset}, input {model.input_shape} per sample)", file=out)
+    return 0
+
+
 def cmd_bench(args, out=sys.stdout):
     try:
         bench.run(args, out=out)
@@ -262,6 +278,14 @@ def build_parser():
     p.add_argument("model", metavar="FILE.h5|MODEL[:pretrained]", help=spec_help)
     p.set_defaults(func=cmd_summary)
 
+    p = sub.add_parser("export", help="write a model as ONNX (for ONNX Runtime, Netron, ...)",
+                       description="Write a model as an ONNX file (needs onnx: pip install "
+                                   "'im2colnet[onnx]'); the batch size stays free.")
+    p.add_argument("model", metavar="FILE.h5|MODEL[:pretrained]", help=spec_help)
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("bench", help="im2col + GEMM against direct convolution and others",
                        description=bench.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,11 +296,11 @@ def build_parser():
                        description="Locate the data, train LeNet-5 for one epoch on MNIST, "
                                    "score the pretrained models, print the quick benchmark.")
     p.add_argument("--data", metavar="DIR",
-                   help="a folder holding mnist/ (and fashion-mnist/); default $IM2COLNET_DATA, "
-                        "then ../shared/data beside a source checkout")
+                   help="a folder holding mnist/ (and fashion-mnist/); default $IM2COLNET_DATA")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
     p.add_argument("--no-install", action="store_true",
-                   help="do not try to install the Fashion-MNIST Debian package")
+                   help="accepted for older command lines; the demo never installs anything "
+                        "(demo.sh installs the Fashion-MNIST package)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -285,6 +309,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"im2colnet {args.command}"
+    tune()   # the command owns its process: the training settings of im2colnet.runtime
     if os.environ.get("IM2COLNET_DEBUG"):
         return args.func(args)
     try:

@@ -8,12 +8,11 @@ rank r > 0 of a distributed fit draws its masks from ``[seed, e, s, r]``).
 The loop calls a few hooks of a "parallel" object: _OneProcess here (they change nothing),
 or training/distributed.py's DataParallel, which spreads each step over MPI ranks.
 """
-import importlib
 import time
 
 import numpy as np
 
-from ..layers.base import check_int
+from .._checks import check_int
 from ..layers.linear import Dropout
 from ..model import count_correct
 from ..optim import get_optimizer
@@ -66,13 +65,12 @@ def _parallel(distributed):
     if distributed is None or distributed is False:
         return _OneProcess()
     if distributed is True:
-        # The MPI module is optional (it needs mpi4py): loaded only when asked for.
-        try:
-            module = importlib.import_module(".distributed", __package__)
+        try:   # imported here, not at the top: it needs the optional mpi4py
+            from . import distributed as mpi_training
         except ImportError as exc:
             raise ImportError(f"distributed=True needs mpi4py and an MPI: pip install "
                               f"\"im2colnet[mpi]\" ({exc})") from None
-        return module.DataParallel()
+        return mpi_training.DataParallel()
     if all(hasattr(distributed, name) for name in vars(_OneProcess) if not name.startswith("_")):
         return distributed
     raise TypeError(f"distributed: expected True, False or a DataParallel object, "
