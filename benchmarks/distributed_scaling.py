@@ -33,6 +33,7 @@ def worker(model_name, steps, threads):
     from im2colnet.runtime.blas import set_blas_threads
     from im2colnet.runtime.threads import set_thread_count
     from im2colnet.training.distributed import DataParallel
+    from mpi_allreduce import allreduce_seconds   # beside this script
 
     tune()   # the process-wide training settings, as the im2colnet command makes them
     comm = MPI.COMM_WORLD
@@ -59,14 +60,8 @@ def worker(model_name, steps, threads):
     result = {"images_per_s": x.shape[0] / seconds}
     if parallel:
         buffer = parallel._flat
-        alone = []
-        for _ in range(50):
-            comm.Barrier()
-            t = time.perf_counter()
-            comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-            alone.append(time.perf_counter() - t)
         result.update(allreduce_ms=parallel.allreduce_seconds / parallel.allreduce_calls * 1e3,
-                      alone_ms=statistics.median(alone) * 1e3, bytes=buffer.nbytes)
+                      alone_ms=allreduce_seconds(comm, buffer, 50) * 1e3, bytes=buffer.nbytes)
     if comm.Get_rank() == 0:
         print(json.dumps(result))
 

@@ -15,18 +15,24 @@ from mpi4py import MPI
 SIZES = (1, 61706 + 2, 584618 + 2)   # float32 values: a scalar, LeNet-5, VGG-small (+ loss, hits)
 
 
+def allreduce_seconds(comm, buffer, calls, warmup=0):
+    """Median seconds of ``calls`` in-place Allreduce sums of ``buffer``, each right after a
+    barrier; the first ``warmup`` calls are not counted."""
+    times = []
+    for _ in range(warmup + calls):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[warmup:])
+
+
 def main():
     comm = MPI.COMM_WORLD
     medians = {}
     for n in SIZES:
         buffer = np.ones(n, np.float32)
-        times = []
-        for _ in range(200):
-            comm.Barrier()
-            t0 = time.perf_counter()
-            comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-            times.append(time.perf_counter() - t0)
-        medians[buffer.nbytes] = round(statistics.median(times[20:]) * 1e6, 1)
+        medians[buffer.nbytes] = round(allreduce_seconds(comm, buffer, 180, warmup=20) * 1e6, 1)
     if comm.Get_rank() == 0:
         print(MPI.Get_library_version().splitlines()[0].strip(), medians)
 
