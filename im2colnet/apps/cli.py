@@ -1,6 +1,7 @@
 """The ``im2colnet`` command (also ``python -m im2colnet``).
 
     im2colnet train MODEL --dataset mnist --out model.h5     train, save
+    mpiexec -n 4 im2colnet train MODEL ... --distributed     the same, data-parallel over MPI
     im2colnet evaluate FILE.h5|MODEL[:pretrained]            accuracy, loss, confusion matrix
     im2colnet predict FILE.h5|MODEL IMAGE...                 class and probability per image
     im2colnet summary FILE.h5|MODEL                          layer table and metadata
@@ -12,6 +13,7 @@ Mistakes (missing data, an unreadable file, a bad option) are one line on
 stderr and exit code 2. Set IM2COLNET_DEBUG=1 to see the traceback instead.
 """
 import argparse
+import io
 import os
 import sys
 import time
@@ -51,13 +53,35 @@ def _make_optimizer(name, lr):
     return optim.Adam(1e-3 if lr is None else lr)
 
 
+def _data_parallel():
+    """training.distributed.DataParallel() over MPI.COMM_WORLD."""
+    require("mpi4py", "--distributed", "mpi")
+    # imported here, not at the top: im2colnet.training.distributed needs the optional mpi4py
+    from ..training import distributed as mpi_training
+    return mpi_training.DataParallel()
+
+
 def cmd_train(args, out=sys.stdout):
     """Train a zoo model, or continue a saved one (--resume), and save it (--out).
 
     A resumed run continues where the file stopped: its optimizer state, its
     epoch count and its seed (unless --seed is given), so that training 2 epochs
-    equals training 1, saving, and resuming for 1 more.
+    equals training 1, saving, and resuming for 1 more (on any number of ranks).
+    With --distributed (under mpiexec) every rank trains its share of each batch;
+    rank 0 alone prints, draws and saves. A rank that fails stops them all.
     """
+    if not args.distributed:
+        return _train(args, out, parallel=False)
+    parallel = _data_parallel()
+    try:
+        return _train(args, out if parallel.is_root else io.StringIO(), parallel)
+    except BaseException as exc:
+        parallel.fail(exc)
+        raise
+
+
+def _train(args, out, parallel):
+    root = not parallel or parallel.is_root
     if args.plot:
         require("matplotlib", "--plot", "plot")
     if args.epochs < 1:
@@ -97,11 +121,15 @@ def cmd_train(args, out=sys.stdout):
     history = model.fit(x, y, epochs=first_epoch + args.epochs, initial_epoch=first_epoch,
                         batch_size=batch_size, optimizer=optimizer,
                         loss=CrossEntropyLoss(), validation_data=(x_test, y_test),
-                        verbose=1, seed=seed)
+                        verbose=1, seed=seed, distributed=parallel)
     seconds = time.perf_counter() - t0
-    scores = model.evaluate(x_test, y_test)
+    # The last epoch's validation is the test set scored with the final weights.
+    scores = {key: history.history["val_" + key][-1] for key in ("loss", "accuracy")}
+    ranks = f" on {parallel.size} ranks" if parallel else ""
     print(f"test accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
-          f"(trained in {seconds:.1f} s, validation included)", file=out)
+          f"(trained in {seconds:.1f} s{ranks}, validation included)", file=out)
+    if not root:
+        return 0
     if args.out:
         metadata = {
             "dataset": dataset, "test_accuracy": float(scores["accuracy"]),
@@ -222,6 +250,9 @@ def build_parser():
     p.add_argument("--resume", metavar="FILE.h5", help="continue training this saved model")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw loss and accuracy per epoch (needs matplotlib)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI: run under mpiexec -n N (needs "
+                        "im2colnet[mpi]); --batch-size is the global batch, split over the ranks")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, loss, confusion matrix, images/s",

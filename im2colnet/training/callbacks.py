@@ -14,8 +14,12 @@ __all__ = ["Callback", "History", "LambdaCallback", "EarlyStopping", "ModelCheck
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    root_only: in a distributed fit, only rank 0 calls this callback (checkpoints, logs).
+    """
     model = None
+    root_only = False
 
     def set_model(self, model):
         self.model = model
@@ -135,6 +139,8 @@ class ModelCheckpoint(Callback):
         self._better = _better_fn(self.monitor, mode, 0.0)
         self.best = None
         self.saved = []
+
+    root_only = True     # one writer of the file in a distributed fit
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
