@@ -76,13 +76,14 @@ from . import functional as F  # noqa: E402
 from . import layers, losses, optim, info, datasets, training  # noqa: E402
 from .layers import *  # noqa: E402,F401,F403
 from .training import Callback, History, LambdaCallback, EarlyStopping, ModelCheckpoint  # noqa: E402
+from .model import Residual  # noqa: E402,F401
 from .serialization import ModelFormatError  # noqa: E402,F401
 from .sequential import Sequential, load_model  # noqa: E402
 from . import models  # noqa: E402,F401
 
-# API section 2 names im2colnet.layers.Sequential and the callbacks: the same objects,
+# API section 2 names im2colnet.layers.Sequential, Residual and the callbacks: the same objects,
 # offered there too (they live above the layers, so the layers package cannot import them).
-for _name in ("Sequential", "Callback", "History", "LambdaCallback", "EarlyStopping",
+for _name in ("Sequential", "Residual", "Callback", "History", "LambdaCallback", "EarlyStopping",
               "ModelCheckpoint"):
     setattr(layers, _name, globals()[_name])
 

@@ -14,10 +14,11 @@ and how it was trained (the scripts in examples/ made them).
 """
 import os
 
-from ..layers import BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..model import Residual
 from ..sequential import Sequential, load_model
 
-__all__ = ["lenet5", "vgg_small", "PRETRAINED", "weights_path"]
+__all__ = ["lenet5", "vgg_small", "resnet_small", "PRETRAINED", "weights_path"]
 
 INPUT_SHAPE = (1, 28, 28)
 
@@ -105,3 +106,36 @@ def vgg_small(pretrained=False):
             Dropout(0.3), Linear(128 * 3 * 3, 256), ReLU(),
             Dropout(0.3), Linear(256, 10),
         ], input_shape=INPUT_SHAPE, name="vgg_small")
+
+
+def _basic_block(in_channels, channels, stride):
+    """He et al.'s basic block: [conv 3x3 (stride), BN, ReLU, conv 3x3, BN] + shortcut, then ReLU.
+    The shortcut is the identity, or a 1x1 convolution (stride) + BN where the shape changes."""
+    block = Sequential([
+        Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False), BatchNorm2d(channels), ReLU(),
+        Conv2d(channels, channels, 3, padding=1, bias=False), BatchNorm2d(channels)])
+    shortcut = None
+    if stride != 1 or in_channels != channels:
+        shortcut = Sequential([Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                               BatchNorm2d(channels)])
+    return [Residual(block, shortcut), ReLU()]
+
+
+def resnet_small(pretrained=False):
+    """A ResNet for 1x28x28 images after He et al.'s CIFAR ResNets (ResNet-20 layout, 6n+2 with n=3):
+    conv 3x3 1->16 + BN + ReLU; three stages of 3 basic blocks with 16, 32, 64 channels
+    (28x28, 14x14, 7x7; the first block of stages 2 and 3 has stride 2 and a 1x1 conv + BN
+    projection shortcut); average pooling over the whole 7x7 map; linear 64->10.
+
+    pretrained: False or None (fresh weights) or True / "fashion-mnist" (trained on Fashion-MNIST).
+    """
+    if pretrained is not None and pretrained is not False:
+        return _load("resnet_small", pretrained)
+    layers = [Conv2d(1, 16, 3, padding=1, bias=False), BatchNorm2d(16), ReLU()]
+    in_channels = 16
+    for channels, stride in ((16, 1), (32, 2), (64, 2)):
+        for k in range(3):
+            layers += _basic_block(in_channels, channels, stride if k == 0 else 1)
+            in_channels = channels
+    layers += [AvgPool2d(7), Flatten(), Linear(64, 10)]
+    return Sequential(layers, input_shape=INPUT_SHAPE, name="resnet_small")

@@ -41,7 +41,7 @@ def shipped(request):
 # -- the builders ---------------------------------------------------------------------------
 
 def test_lenet5_layout():
-    net = models.lenet5().build(seed=0)
+    net = models.lenet5().reset_parameters(0)
     convs = [l for l in net.layers if isinstance(l, Conv2d)]
     linears = [l for l in net.layers if isinstance(l, Linear)]
     assert [c.params["weight"].shape for c in convs] == [(6, 1, 5, 5), (16, 6, 5, 5)]
@@ -53,7 +53,7 @@ def test_lenet5_layout():
 
 
 def test_vgg_small_layout():
-    net = models.vgg_small().build(seed=0)
+    net = models.vgg_small().reset_parameters(0)
     convs = [l for l in net.layers if isinstance(l, Conv2d)]
     assert [c.params["weight"].shape[:2] for c in convs] == [
         (32, 1), (32, 32), (64, 32), (64, 64), (128, 64), (128, 128)]
@@ -67,11 +67,11 @@ def test_vgg_small_layout():
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_fresh_models_predict_and_differ_by_seed(name):
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
-    a = BUILDERS[name]().build(seed=1).predict(x)
-    b = BUILDERS[name]().build(seed=2).predict(x)
+    a = BUILDERS[name]().reset_parameters(1).predict(x)
+    b = BUILDERS[name]().reset_parameters(2).predict(x)
     assert a.shape == (3, 10) and a.dtype == np.float32 and np.isfinite(a).all()
     assert not np.allclose(a, b)
-    assert not BUILDERS[name](pretrained=None).built and not BUILDERS[name]().built
+    assert BUILDERS[name](pretrained=None).built and BUILDERS[name]().built   # parameters at once
 
 
 def test_every_registered_weight_file_is_shipped():

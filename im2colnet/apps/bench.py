@@ -423,7 +423,7 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
             model = builder()
             in_shape = tuple(model.input_shape)
             x_train = rng.random((train_images,) + in_shape).astype(dtype)
-            model.build(in_shape, seed=seed)
+            model.build(in_shape, seed=seed).reset_parameters(seed)
             if np.dtype(dtype) != np.float32 and hasattr(model, "astype"):
                 model.astype(dtype)
             classes = model.predict(x_train[:1]).shape[1]

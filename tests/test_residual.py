@@ -1,0 +1,143 @@
+"""Residual(block, shortcut): y = block(x) + shortcut(x), against the explicit sum of its two
+stacks, float64 finite differences with and without a projection, saving, summary, training."""
+import json
+
+import numpy as np
+import pytest
+
+import im2colnet as inet
+from im2colnet.layers import BatchNorm2d, Conv2d, Linear, ReLU, Tanh, Flatten
+from im2colnet.model import LAYER_TYPES
+from _gradcheck import check_directional, check_param_gradients
+
+
+def projection_block(rng=0):
+    """3 -> 4 channels with stride 2: the block and its 1x1 conv + BN projection."""
+    block = inet.Sequential([Conv2d(3, 4, 3, stride=2, padding=1, bias=False, rng=rng),
+                             BatchNorm2d(4), Tanh(),
+                             Conv2d(4, 4, 3, padding=1, rng=rng + 1)])
+    shortcut = inet.Sequential([Conv2d(3, 4, 1, stride=2, bias=False, rng=rng + 2), BatchNorm2d(4)])
+    return inet.Residual(block, shortcut)
+
+
+def identity_block(rng=0):
+    return inet.Residual([Conv2d(3, 3, 3, padding=1, rng=rng), Tanh(), Conv2d(3, 3, 3, padding=1, rng=rng + 1)])
+
+
+def run(stack, x, training):
+    for layer in stack:
+        x = layer.forward(x, training)
+    return x
+
+
+@pytest.mark.parametrize("make", [identity_block, projection_block])
+def test_forward_is_the_sum_of_block_and_shortcut(make):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6))
+    res = make().astype(np.float64)
+    y = res.forward(x)
+    reference = make().astype(np.float64)     # the same weights (same seeds), run by hand
+    expected = run(reference.block, x, False) + (x if reference.shortcut is None
+                                                 else run(reference.shortcut, x, False))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert res.output_shape((3, 6, 6)) == y.shape[1:]
+
+
+@pytest.mark.parametrize("make", [identity_block, projection_block])
+def test_gradcheck_float64(make):
+    """Central differences of L = sum(r * y) for x and every parameter (BN in training mode)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 3, 5, 5))
+    res = make().astype(np.float64)
+    for name, p in res.params.items():        # biases and BN gammas/betas away from their init
+        p[...] += 0.1 * rng.standard_normal(p.shape)
+    y = res.forward(x, training=True)
+    r = rng.standard_normal(y.shape)
+    dx = res.backward(r)
+    grads = {k: v.copy() for k, v in res.grads.items()}
+    assert set(grads) == set(res.params) and len(grads) == (4 if res.shortcut is None else 8)
+
+    def loss(xv=x):
+        return float(np.sum(r * res.forward(xv, training=True)))
+
+    check_directional(loss, x, dx, rng)
+    check_param_gradients(loss, res.params, grads, rng)
+
+
+def test_identity_shortcut_adds_dy_to_the_input_gradient():
+    res = inet.Residual([Linear(4, 4, bias=False, rng=0)]).astype(np.float64)
+    res.params["block/0/weight"][...] = 0.0
+    x = np.arange(8.0).reshape(2, 4)
+    np.testing.assert_array_equal(res.forward(x, training=True), x)
+    dy = np.ones((2, 4))
+    np.testing.assert_array_equal(res.backward(dy), dy)
+
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(4, 3, 3\).*\(3, 6, 6\)"):
+        inet.Sequential([inet.Residual([Conv2d(3, 4, 3, stride=2, padding=1)])], input_shape=(3, 6, 6))
+    res = inet.Residual([Conv2d(3, 4, 3, padding=1)])
+    with pytest.raises(ValueError, match=r"block's output shape \(4, 5, 5\).*shortcut's \(3, 5, 5\)"):
+        res.forward(np.zeros((1, 3, 5, 5)))
+    with pytest.raises(TypeError, match="block"):
+        inet.Residual("conv")
+
+
+def small_resnet(seed=3):
+    return inet.Sequential([Conv2d(1, 3, 3, padding=1), BatchNorm2d(3), ReLU(),
+                            identity_block(), ReLU(), projection_block(), ReLU(),
+                            Flatten(), Linear(4 * 3 * 3, 5)], input_shape=(1, 6, 6), seed=seed)
+
+
+def test_parameters_are_named_counted_and_summarised():
+    model = small_resnet()
+    names = model.parameters()
+    assert "3/block/0/weight" in names and "5/shortcut/0/weight" in names and "5/shortcut/1/gamma" in names
+    res = model.layers[5]
+    assert names["5/block/0/weight"] is res.block.layers[0].params["weight"]
+    expected = sum(layer.count_params() for stack in (res.block, res.shortcut) for layer in stack)
+    assert res.count_params() == expected == 4 * 3 * 9 + 8 + (4 * 4 * 9 + 4) + 4 * 3 + 8
+    assert model.count_params() == sum(p.size for p in names.values())
+    assert f"{model.count_params():,}" in model.summary() and "Residual" in model.summary()
+
+
+def test_trains_with_an_optimizer_and_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((40, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 5, 40)
+    model = small_resnet()
+    before = {k: v.copy() for k, v in model.parameters().items()}
+    model.fit(x, y, epochs=2, batch_size=8, optimizer=inet.optim.SGD(0.05, momentum=0.9), verbose=0, seed=0)
+    for name, value in model.parameters().items():
+        assert not np.array_equal(value, before[name]), name      # every parameter was updated
+    assert np.any(model.layers[5].buffers["shortcut/1/running_mean"] != 0)
+    path = model.save(tmp_path / "res.h5")
+    loaded = inet.load_model(path)
+    assert json.dumps(loaded.get_config()) == json.dumps(model.get_config())
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    for name, value in {**model.parameters()}.items():
+        np.testing.assert_array_equal(loaded.parameters()[name], value)
+
+
+def test_config_nests_and_rejects_unknown_types():
+    config = projection_block().get_config()
+    assert config["shortcut"]["layers"][0]["type"] == "Conv2d"
+    clone = LAYER_TYPES["Residual"].from_config(json.loads(json.dumps(config)))
+    assert clone.get_config() == config
+    bad = json.loads(json.dumps(config))
+    bad["block"]["layers"][0]["type"] = "os.system"
+    with pytest.raises(ValueError, match="unknown type"):
+        inet.Residual.from_config(bad)
+    with pytest.raises(ValueError, match="bogus"):
+        inet.Residual.from_config({**config, "bogus": 1})
+
+
+def test_assigned_array_reaches_the_sub_layer_and_dtype_is_checked():
+    res = identity_block()
+    w = np.zeros((3, 3, 3, 3), np.float32)
+    res.params["block/0/weight"] = w
+    res.forward(np.ones((1, 3, 4, 4), np.float32))
+    assert res.block.layers[0].params["weight"] is w
+    res.params["block/2/weight"] = np.zeros((3, 3, 3, 3))
+    with pytest.raises(TypeError, match=r"Conv2d.*'weight'.*float64.*float32"):
+        res.forward(np.ones((1, 3, 4, 4), np.float32))
