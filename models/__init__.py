@@ -1,9 +1,10 @@
-"""The model zoo: builders for LeNet-5 and a small VGG, and their shipped pretrained weights.
+"""The model zoo: builders for LeNet-5, a small VGG and a small ResNet, and the shipped weights.
 
     from im2colnet.models import lenet5, vgg_small
     net = lenet5(pretrained=True)                 # MNIST digits
     net = lenet5(pretrained="fashion-mnist")      # Fashion-MNIST clothes
     net = vgg_small(pretrained=True)              # Fashion-MNIST clothes
+    net = resnet_small()                          # fresh weights (none shipped yet)
 
 Every model takes samples of shape (1, 28, 28) (pixels scaled to [0, 1], no
 other normalisation) and returns 10 class scores (logits; apply a softmax for
@@ -127,10 +128,13 @@ def resnet_small(pretrained=False):
     (28x28, 14x14, 7x7; the first block of stages 2 and 3 has stride 2 and a 1x1 conv + BN
     projection shortcut); average pooling over the whole 7x7 map; linear 64->10.
 
-    pretrained: False or None (fresh weights) or True / "fashion-mnist" (trained on Fashion-MNIST).
+    pretrained: False or None (fresh weights). No trained weights are shipped for it
+    yet, so anything else is a ValueError that says how to train them.
     """
     if pretrained is not None and pretrained is not False:
-        return _load("resnet_small", pretrained)
+        raise ValueError(f"pretrained: no trained weights are shipped for resnet_small (got "
+                         f"{pretrained!r}); train them with examples/train_resnet_small.py --out FILE "
+                         f"(see docs/zoo.md) and read them with im2colnet.load_model(FILE)")
     layers = [Conv2d(1, 16, 3, padding=1, bias=False), BatchNorm2d(16), ReLU()]
     in_channels = 16
     for channels, stride in ((16, 1), (32, 2), (64, 2)):

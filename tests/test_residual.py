@@ -107,7 +107,8 @@ def test_trains_with_an_optimizer_and_saves_and_loads(tmp_path):
     y = rng.integers(0, 5, 40)
     model = small_resnet()
     before = {k: v.copy() for k, v in model.parameters().items()}
-    model.fit(x, y, epochs=2, batch_size=8, optimizer=inet.optim.SGD(0.05, momentum=0.9), verbose=0, seed=0)
+    optimizer = inet.optim.SGD(0.05, momentum=0.9)
+    model.fit(x, y, epochs=2, batch_size=8, optimizer=optimizer, verbose=0, seed=0)
     for name, value in model.parameters().items():
         assert not np.array_equal(value, before[name]), name      # every parameter was updated
     assert np.any(model.layers[5].buffers["shortcut/1/running_mean"] != 0)
@@ -117,6 +118,13 @@ def test_trains_with_an_optimizer_and_saves_and_loads(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     for name, value in {**model.parameters()}.items():
         np.testing.assert_array_equal(loaded.parameters()[name], value)
+    # With the optimizer's state (momentum per "5/block/0/weight"...), one more epoch resumes exactly.
+    model.save(tmp_path / "ckpt.h5", optimizer=optimizer)
+    resumed, resumed_optimizer = inet.load_model(tmp_path / "ckpt.h5", with_optimizer=True)
+    model.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, optimizer=optimizer, verbose=0, seed=0)
+    resumed.fit(x, y, epochs=3, initial_epoch=2, batch_size=8, optimizer=resumed_optimizer, verbose=0, seed=0)
+    for name, value in model.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[name], value)
 
 
 def test_config_nests_and_rejects_unknown_types():

@@ -15,7 +15,7 @@ from im2colnet import datasets, models
 from im2colnet.layers import BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d
 
 SHIPPED = sorted(models.PRETRAINED)          # (builder, dataset) pairs
-BUILDERS = {"lenet5": models.lenet5, "vgg_small": models.vgg_small}
+BUILDERS = {"lenet5": models.lenet5, "vgg_small": models.vgg_small, "resnet_small": models.resnet_small}
 LOADERS = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist}
 # Upper bounds on the file sizes: float32 weights plus HDF5 and JSON overhead.
 MAX_BYTES = {"lenet5": 300_000, "vgg_small": 2_600_000}
@@ -62,6 +62,23 @@ def test_vgg_small_layout():
     pooled = [s for l, s in zip(net.layers, net._shapes(net.input_shape)) if isinstance(l, MaxPool2d)]
     assert pooled == [(32, 14, 14), (64, 7, 7), (128, 3, 3)]
     assert net.output_shape == (10,)
+
+
+def test_resnet_small_layout():
+    """ResNet-20 (He et al.'s CIFAR layout, n=3) on 1x28x28: 16/32/64 channels, projections
+    where the shape changes, average pooling over the final 7x7 map."""
+    net = models.resnet_small()
+    blocks = [l for l in net.layers if isinstance(l, im2colnet.Residual)]
+    assert len(blocks) == 9
+    assert [b.shortcut is not None for b in blocks] == [False] * 3 + [True, False, False] * 2
+    shapes = dict(zip(map(id, net.layers), net._shapes(net.input_shape)))
+    assert [shapes[id(b)] for b in blocks[::3]] == [(16, 28, 28), (32, 14, 14), (64, 7, 7)]
+    convs = 1 + sum(len([l for l in b.block if isinstance(l, Conv2d)]) for b in blocks)
+    assert convs + 1 == 20                       # 19 convolutions + the linear layer
+    assert 200_000 <= net.count_params() == 272_186 <= 500_000
+    assert net.output_shape == (10,)
+    with pytest.raises(ValueError, match="no trained weights.*train_resnet_small.py"):
+        models.resnet_small(pretrained=True)
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
