@@ -212,7 +212,7 @@ class Model:
     # -- computing ----------------------------------------------------------------------
     def _input(self, x, name="x"):
         for i, layer in enumerate(self.layers):
-            if layer.dtype != self.dtype:
+            if layer.dtype != self.dtype and (layer.params or layer.buffers):
                 raise TypeError(f"layer {i} ({type(layer).__name__}) computes in {layer.dtype} but the "
                                 f"model in {self.dtype}; call model.astype(np.{self.dtype.name}) "
                                 f"(or np.{layer.dtype.name}) to make them agree")

@@ -146,6 +146,8 @@ def test_model_astype_follows_and_mixed_layers_are_refused():
     assert all(p.dtype == np.float64 for p in model.parameters().values())
     with pytest.raises(TypeError, match=r"one dtype per model.*float64.*float32|float32.*float64"):
         inet.Sequential([Linear(3, 3).astype(np.float64), Linear(3, 2)])
+    mixed = inet.Sequential([Linear(3, 3).astype(np.float64), ReLU(), Linear(3, 2).astype(np.float64)])
+    assert mixed.dtype == np.float64 and mixed.predict(np.ones((1, 3))).dtype == np.float64
     model.layers[3].astype(np.float32)
     with pytest.raises(TypeError, match=r"layer 3 \(Conv2d\) computes in float32 but the model in float64"):
         model.predict(x)
