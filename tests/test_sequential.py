@@ -138,7 +138,7 @@ def test_gradcheck_through_a_conv_model_and_its_loss():
 def test_learns_xor_with_linear_and_tanh():
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     y = np.array([0, 1, 1, 0])
-    model = inet.Sequential([inet.Linear(2, 8), inet.Tanh(), inet.Linear(8, 2)], input_shape=(2,))
+    model = inet.Sequential([inet.Linear(2, 8), inet.Tanh(), inet.Linear(8, 2)], input_shape=(2,), seed=0)
     history = model.fit(x, y, epochs=400, batch_size=4, optimizer=sgd(0.5), loss=cross_entropy(),
                         verbose=0, seed=0)
     assert history.history["accuracy"][-1] == 1.0
@@ -157,7 +157,7 @@ def test_small_conv_net_separates_two_image_classes():
         return x, y
     (x, y), (xt, yt) = images(256), images(128)
     model = inet.Sequential([inet.Conv2d(1, 4, 3, padding=1), inet.ReLU(), inet.MaxPool2d(2),
-                             inet.Flatten(), inet.Linear(64, 2)], input_shape=(1, 8, 8))
+                             inet.Flatten(), inet.Linear(64, 2)], input_shape=(1, 8, 8), seed=1)
     model.fit(x, y, epochs=4, batch_size=32, optimizer=sgd(0.1), loss=cross_entropy(), verbose=0, seed=1)
     assert model.evaluate(xt, yt, loss=cross_entropy())["accuracy"] >= 0.95
 
@@ -368,7 +368,7 @@ def test_one_hot_targets_train_exactly_like_int_labels():
 def test_binary_losses_with_one_output(loss, labels):
     x, y = blobs(200, np.random.default_rng(41))
     target = np.where(y == 1, labels[1], labels[0])
-    model = inet.Sequential([inet.Linear(2, 1)], input_shape=(2,))
+    model = inet.Sequential([inet.Linear(2, 1)], input_shape=(2,), seed=0)
     history = model.fit(x, target, epochs=5, batch_size=20, optimizer="sgd", loss=loss, verbose=0, seed=0)
     assert history.history["accuracy"][-1] > 0.9
     result = model.evaluate(x, target)
