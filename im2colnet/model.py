@@ -324,6 +324,8 @@ class Model:
                 unknown += 1
             shape = "?" if shapes is None else str((None,) + shapes[i])
             rows.append((f"{i} {type(layer).__name__}", shape, "?" if count is None else f"{count:,}"))
+            if isinstance(probe, Residual):     # its sub-layers, indented (counted in its row)
+                rows += probe.summary_rows(None if shapes is None else (shapes[i - 1] if i else self.input_shape))
         header = ("Layer (type)", "Output shape", "Param #")
         widths = [max(len(r[k]) for r in rows + [header]) + 2 for k in range(3)]
 
@@ -496,6 +498,16 @@ class Residual(Layer):
         dx = dx + (dy if self.shortcut is None else self.shortcut.backward(dy))
         self._collect()
         return dx
+
+    def summary_rows(self, input_shape):
+        """(name, output shape, parameter count) of each sub-layer, for Model.summary."""
+        rows = []
+        for prefix, stack in self._parts():
+            shapes = stack._shapes(input_shape) if input_shape is not None else None
+            for j, layer in enumerate(stack.layers):
+                shape = "?" if shapes is None else str((None,) + shapes[j])
+                rows.append((f"  {prefix}/{j} {type(layer).__name__}", shape, f"{layer.count_params():,}"))
+        return rows
 
     def get_config(self):
         """{"block": {"layers": [...]}, "shortcut": None or {"layers": [...]}}: the stacks' layer lists."""

@@ -1,6 +1,7 @@
 """Residual(block, shortcut): y = block(x) + shortcut(x), against the explicit sum of its two
 stacks, float64 finite differences with and without a projection, saving, summary, training."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -98,7 +99,9 @@ def test_parameters_are_named_counted_and_summarised():
     expected = sum(layer.count_params() for stack in (res.block, res.shortcut) for layer in stack)
     assert res.count_params() == expected == 4 * 3 * 9 + 8 + (4 * 4 * 9 + 4) + 4 * 3 + 8
     assert model.count_params() == sum(p.size for p in names.values())
-    assert f"{model.count_params():,}" in model.summary() and "Residual" in model.summary()
+    text = model.summary()
+    assert f"Total params: {model.count_params():,}" in text and "5 Residual" in text
+    assert re.search(r"\n  shortcut/0 Conv2d +\(None, 4, 3, 3\) +12\n", text) and "\n  block/1 BatchNorm2d" in text
 
 
 def test_trains_with_an_optimizer_and_saves_and_loads(tmp_path):
