@@ -152,3 +152,60 @@ def test_assigned_array_reaches_the_sub_layer_and_dtype_is_checked():
     res.params["block/2/weight"] = np.zeros((3, 3, 3, 3))
     with pytest.raises(TypeError, match=r"Conv2d.*'weight'.*float64.*float32"):
         res.forward(np.ones((1, 3, 4, 4), np.float32))
+
+
+def test_resnet_small_matches_torch_forward_and_gradients():
+    """resnet_small against the same network written in torch.nn with our weights copied in:
+    the scores and the input gradient in training mode (batch statistics), float64."""
+    torch = pytest.importorskip("torch")
+    from im2colnet.models import resnet_small
+    nn = torch.nn
+    ours = resnet_small().reset_parameters(5).astype(np.float64)
+    rng = np.random.default_rng(6)
+    for name, p in ours.parameters().items():          # BN gammas/betas away from 1/0
+        if "gamma" in name or "beta" in name:
+            p[...] += 0.2 * rng.standard_normal(p.shape)
+
+    def torch_layer(layer):
+        if isinstance(layer, inet.Residual):
+            return TorchResidual(layer)
+        if isinstance(layer, Conv2d):
+            m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                          layer.padding, bias=layer.bias)
+            m.weight.data = torch.from_numpy(layer.params["weight"].copy())
+            if layer.bias:
+                m.bias.data = torch.from_numpy(layer.params["bias"].copy())
+            return m
+        if isinstance(layer, BatchNorm2d):
+            m = nn.BatchNorm2d(layer.num_features, eps=layer.eps)
+            m.weight.data = torch.from_numpy(layer.params["gamma"].copy())
+            m.bias.data = torch.from_numpy(layer.params["beta"].copy())
+            return m
+        if isinstance(layer, Linear):
+            m = nn.Linear(layer.in_features, layer.out_features)
+            m.weight.data = torch.from_numpy(layer.params["weight"].copy())
+            m.bias.data = torch.from_numpy(layer.params["bias"].copy())
+            return m
+        return {"ReLU": nn.ReLU, "Flatten": nn.Flatten}.get(type(layer).__name__, lambda: nn.AvgPool2d(7))()
+
+    class TorchResidual(nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.block = nn.Sequential(*map(torch_layer, layer.block))
+            self.shortcut = nn.Sequential(*map(torch_layer, layer.shortcut)) if layer.shortcut else None
+
+        def forward(self, x):
+            return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    theirs = nn.Sequential(*map(torch_layer, ours.layers)).double().train()
+    x = rng.random((4, 1, 28, 28))
+    y = ours.forward(x, training=True)
+    r = rng.standard_normal(y.shape)
+    dx = ours.backward(r)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = theirs(xt)
+    (yt * torch.from_numpy(r)).sum().backward()
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-7, atol=1e-10)
+    torch_conv = theirs[9].shortcut[0].weight.grad.numpy()       # a projection's weight gradient
+    np.testing.assert_allclose(ours.layers[9].grads["shortcut/0/weight"], torch_conv, rtol=1e-7, atol=1e-10)
