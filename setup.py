@@ -54,9 +54,8 @@ BOUNDSCHECK = _flag("IM2COLNET_BOUNDSCHECK", "0")
 OPENMP = _flag("IM2COLNET_OPENMP", "1") and _compiler_has_openmp()
 
 compile_args = ["-O3"]
-# Loops start on a 64-byte boundary. The store-bound ReLU loop ran at 0.065 or
-# 0.047 ms on (64,16,28,28) depending on where the linker happened to put it
-# (the same C code, two builds); aligned, it takes the fast one.
+# Loops start on a 64-byte boundary, so the speed of a store-bound loop (ReLU) does
+# not depend on where the linker puts it (docs/performance.md).
 if _compiler_accepts("-falign-loops=64"):
     compile_args.append("-falign-loops=64")
 link_args = []
@@ -80,9 +79,8 @@ class BuildEveryKernel(build_ext):
     """Compile every kernel on every build.
 
     setuptools reuses an extension left in build/ when its .c file is older,
-    whatever the compiler flags: a build with CFLAGS=-march=native, kept by
-    later plain builds, made the 2x2 max pool 4x slower (gcc 12 on this Zen 4)
-    and every measurement after it wrong. Recompiling costs about 30 s.
+    whatever the compiler flags, so a build made with other CFLAGS could stay
+    in use unnoticed (docs/performance.md). Recompiling costs about 30 s.
     """
 
     def initialize_options(self):

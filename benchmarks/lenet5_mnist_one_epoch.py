@@ -13,21 +13,13 @@ Prints the test accuracy (the issue's target: >= 97%) and the wall time.
     python benchmarks/lenet5_mnist_one_epoch.py [--root DIR] [--lr 0.01] [--batch 16] [--seed 0]
 """
 import argparse
-import os
 import time
 
 
 import im2colnet as inet
-from _lenet import cross_entropy_and_sgd, lenet5
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def default_root():
-    if os.environ.get("IM2COLNET_DATA"):
-        return os.path.join(os.environ["IM2COLNET_DATA"], "mnist")
-    return os.path.join(HERE, "..", "..", "shared", "data", "mnist")
-
+from im2colnet.losses import CrossEntropyLoss
+from im2colnet.models import lenet5
+from im2colnet.optim import SGD
 
 def load(root, split):
     """(x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,)) from the IDX files in root."""
@@ -53,15 +45,16 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args(argv)
-    root = args.root or default_root()
+    inet.runtime.tune()
+    root = args.root   # None: the loader's default, $IM2COLNET_DATA/mnist
     t0 = time.perf_counter()
     (x, y), (xt, yt) = load(root, "train"), load(root, "test")
     mean, std = float(x.mean()), float(x.std())
     x, xt = (x - mean) / std, (xt - mean) / std
     t_data = time.perf_counter() - t0
 
-    model = lenet5().build(seed=args.seed)
-    loss, optimizer = cross_entropy_and_sgd(args.lr, 0.9)
+    model = lenet5().reset_parameters(args.seed)
+    loss, optimizer = CrossEntropyLoss(), SGD(args.lr, momentum=0.9)
     t1 = time.perf_counter()
     steps = -(-x.shape[0] // args.batch)
     decay = [] if args.constant_lr else [LinearDecay(optimizer, args.lr, steps)]

@@ -34,16 +34,18 @@ import time
 import numpy as np
 
 # im2colnet is imported where it is used, not here: the PyTorch worker runs this
-# file too, and must not get im2colnet's process settings (see TorchProcess).
+# file too, and must not load our OpenMP runtime beside PyTorch's (see TorchProcess).
 
 
 def ours(batch_train, batch_infer, steps, rng):
-    from _lenet import cross_entropy_and_sgd, lenet5
+    from im2colnet.losses import CrossEntropyLoss
+    from im2colnet.models import lenet5
+    from im2colnet.optim import SGD
     model = lenet5().reset_parameters(0)
     x_train = rng.random((batch_train * steps, 1, 28, 28), dtype=np.float32)
     y_train = rng.integers(0, 10, batch_train * steps)
     x_infer = rng.random((batch_infer, 1, 28, 28), dtype=np.float32)
-    loss, opt = cross_entropy_and_sgd(0.01, 0.9)
+    loss, opt = CrossEntropyLoss(), SGD(0.01, momentum=0.9)
     epoch = [0]
 
     def train():
@@ -116,11 +118,7 @@ class TorchProcess:
         cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker",
                "--steps", str(args.steps), "--batch-train", str(args.batch_train),
                "--batch-infer", str(args.batch_infer)]
-        # PyTorch starts with the environment as it was before im2colnet's import set its
-        # OpenMP wait policy (passive waiting slowed PyTorch's LeNet-5 training by up to 30%)
-        from im2colnet import _untuned_environment
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=_untuned_environment())
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.version = self.proc.stdout.readline().strip()
 
     def rate_fn(self, which):
@@ -190,6 +188,7 @@ def main(argv=None):
 
 def run(args):
     import im2colnet as inet
+    inet.runtime.tune()   # the settings the im2colnet command uses (malloc, OpenBLAS's idle threads)
     torch = None
     if not args.no_torch:
         try:

@@ -7,12 +7,8 @@ installed. "ours" is the public function (validation and allocation
 included); "kernel, N threads" calls the Cython kernel on preallocated outputs
 with and without its prange loop, which shows what the threads bring.
 
-PyTorch is timed first, in a child process started with the environment as it
-was before im2colnet's import (``im2colnet._untuned_environment``), so its
-OpenMP runs with its own defaults. In this process it would inherit our
-OpenMP wait policy: with OMP_WAIT_POLICY=PASSIVE (our setting until the
-products ran on our threads) its ReLU ran 2x slower here (0.073-0.088 ms
-against 0.038 on (64, 16, 28, 28)) and its max-pool backward 1.8x slower.
+PyTorch is timed first, in a child process of its own, so that its OpenMP
+runtime and ours never share one process (docs/performance.md).
 
     python benchmarks/ops.py                 # float32, the shapes
     python benchmarks/ops.py --quick         # tiny shapes, few repeats (a smoke test)
@@ -31,7 +27,7 @@ import time
 import numpy as np
 
 if "--torch-only" in sys.argv:
-    # The PyTorch child: its OpenMP starts before im2colnet's import sets anything.
+    # The PyTorch child: its OpenMP runtime loads first (ours is loaded below too).
     import torch  # noqa: F401
 
 import im2colnet
@@ -182,7 +178,7 @@ def torch_timings(args):
         return {}, "torch: not installed (or --no-torch)"
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-only", "--dtype", args.dtype,
            "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
-    child = subprocess.run(cmd, capture_output=True, text=True, env=im2colnet._untuned_environment())
+    child = subprocess.run(cmd, capture_output=True, text=True)
     if child.returncode != 0:
         last = (child.stderr.strip().splitlines() or ["no message"])[-1]
         return {}, f"torch: the child process failed ({last})"

@@ -71,6 +71,7 @@ def parser(description, dataset_choices, defaults):
 def train(args, build_model, model_name):
     """Train build_model() as args say; returns the final metadata."""
     from im2colnet.optim import SGD, CosineLR
+    im2colnet.runtime.tune()   # this script owns its process: malloc and OpenBLAS settings for training
     load = LOADERS[args.dataset]
     x_train, y_train = load(args.data, split="train")
     x_test, y_test = load(args.data, split="test")

@@ -5,6 +5,8 @@ established here, at the Python boundary, before any ``nogil`` loop runs.
 Messages name the offending argument and the shapes involved.
 """
 from collections import namedtuple
+import inspect
+import math
 import numbers
 
 import numpy as np
@@ -12,8 +14,64 @@ import numpy as np
 __all__ = [
     "as_float", "as_labels", "pair", "positive_pair", "check_ndim",
     "check_batch", "resolve_padding", "conv_output_size", "ConvGeometry",
-    "conv_geometry", "check_image", "check_x_shape",
+    "conv_geometry", "check_image", "check_x_shape", "ArgumentTypeError", "check_int",
+    "check_number", "check_shape", "check_config", "check_max_pool_padding",
+    "BATCHNORM_MODES", "check_batchnorm_mode",
 ]
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A scalar argument of the wrong type (a string for a rate, a float for a count):
+    both a TypeError and a ValueError, as NumPy's AxisError is both an IndexError and
+    a ValueError, so code catching either keeps working."""
+
+
+def check_int(value, name, low=1):
+    """An int >= low (bools rejected), as a Python int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name}: expected an int >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name}: must be >= {low}, got {value}")
+    return int(value)
+
+
+def check_number(value, name, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """A finite real number in the interval from low to high (open ends where asked), as a
+    float; bools are rejected."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name}: expected a number, got {value!r}")
+    lo_ok = (low < value) if low_open else (low <= value)
+    hi_ok = (value < high) if high_open else (value <= high)
+    if not (math.isfinite(value) and lo_ok and hi_ok):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a finite number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_shape(input_shape, name="input_shape"):
+    """A per-sample shape as a tuple of positive ints."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a per-sample shape such as (1, 28, 28), "
+                        f"got {input_shape!r}") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"{name}: expected a non-empty per-sample shape of sizes >= 1, "
+                         f"got {input_shape!r}")
+    return shape
+
+
+def check_config(cls, config):
+    """A config dict for ``cls(**config)`` (a layer, loss, optimizer or schedule): a dict
+    whose keys are all keyword arguments of cls.__init__; else TypeError/ValueError."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a dict for {cls.__name__}, got {type(config).__name__}")
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"config: unknown config keys {unknown} for {cls.__name__} "
+                         f"(it knows {sorted(known)})")
+    return dict(config)
 
 # Dtypes that convert to float32 without losing anything the user meant.
 _LOSSLESS_KINDS = "biu"  # bool, signed int, unsigned int
@@ -194,3 +252,24 @@ def check_x_shape(x_shape, name="x_shape"):
     if len(shape) != 4 or min(shape) < 0 or 0 in (shape[0], shape[2], shape[3]):
         raise ValueError(f"{name}: expected a non-empty shape (N, C, H, W), got {x_shape!r}")
     return shape
+
+
+def check_max_pool_padding(g):
+    """Max pooling needs each padding of ConvGeometry g smaller than the kernel: a window of
+    padding only has no winner."""
+    for pad, k, axis in ((g.pt, g.kh, "top"), (g.pb, g.kh, "bottom"),
+                         (g.pl, g.kw, "left"), (g.pr, g.kw, "right")):
+        if pad >= k:
+            raise ValueError(
+                f"padding: max pooling needs each padding smaller than the kernel "
+                f"(a window of padding only has no winner); {axis} padding {pad} with "
+                f"kernel_size ({g.kh}, {g.kw})")
+
+
+BATCHNORM_MODES = ("spatial", "per_activation")
+
+
+def check_batchnorm_mode(mode):
+    if mode not in BATCHNORM_MODES:
+        raise ValueError(f"mode: expected 'spatial' or 'per_activation', got {mode!r}")
+    return mode

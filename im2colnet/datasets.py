@@ -2,8 +2,8 @@
 
 IDX (LeCun's format): two zero bytes, a type code, the number of dimensions d,
 then d big-endian uint32 sizes and the values, big-endian, row-major. Readers
-take N from the header: the MNIST training set in ../shared/data is a
-22,699-image prefix of the official 60,000.
+take N from the header, so a prefix of a dataset (fewer images than the
+official 60,000) reads as it is.
 
 Where the data is looked for (the first folder that has the files wins):
 ``root`` if given, else ``$IM2COLNET_DATA/<name>`` (``mnist`` or

@@ -16,11 +16,10 @@ defining sums (no cancellation between entropies) and clipped at 0 against
 rounding.
 """
 import math
-import numbers
 
 import numpy as np
 
-from ._checks import as_float
+from ._checks import as_float, check_number
 
 __all__ = ["entropy", "cross_entropy", "kl_divergence", "joint_entropy",
            "conditional_entropy", "mutual_information"]
@@ -55,9 +54,9 @@ def _log_base(base):
     """The divisor that turns natural logs into logs of base (1 for None)."""
     if base is None:
         return 1.0
-    if isinstance(base, bool) or not isinstance(base, numbers.Real) \
-            or not (math.isfinite(base) and base > 0 and base != 1):
-        raise ValueError(f"base: expected a finite number > 0 other than 1, got {base!r}")
+    base = check_number(base, "base", 0.0, low_open=True)
+    if base == 1:
+        raise ValueError("base: expected a finite number > 0 other than 1, got 1")
     return math.log(base)
 
 

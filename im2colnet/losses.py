@@ -18,12 +18,10 @@ ValueError (a non-numeric dtype a TypeError) naming ``scores``/``target``.
 names ``"cross_entropy"``, ``"mse"``, ``"logistic"``, ``"signed_logistic"``,
 ``"hinge"``.
 """
-import math
-import numbers
-
 import numpy as np
 
-from ._checks import as_float, as_labels, check_batch
+from ._checks import as_float, as_labels, check_batch, check_number
+from ._config import Configurable
 from .functional.softmax import softmax_cross_entropy
 
 __all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "LogisticLoss", "SignedLogisticLoss",
@@ -48,7 +46,7 @@ def _finite_target(target, dtype):
     return t
 
 
-class Loss:
+class Loss(Configurable):
     """Base class: subclasses implement ``__call__(scores, target) -> (loss, dscores)``.
 
     ``name`` is the short name :func:`get_loss` accepts; ``get_config()`` returns the
@@ -58,21 +56,6 @@ class Loss:
 
     def __call__(self, scores, target):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config or {})
-        unknown = sorted(set(config) - set(cls().get_config()))
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
@@ -208,10 +191,7 @@ class HingeLoss(Loss):
     name = "hinge"
 
     def __init__(self, margin=1.0):
-        if isinstance(margin, bool) or not isinstance(margin, numbers.Real) \
-                or not math.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
-        self.margin = float(margin)
+        self.margin = check_number(margin, "margin", 0.0)
 
     def get_config(self):
         return {"margin": self.margin}

@@ -19,20 +19,14 @@ import copy
 
 import numpy as np
 
-from ._checks import as_float, as_labels
+from ._checks import as_float, as_labels, check_config, check_int, check_shape
 from .layers import LAYERS
 from .layers.activation import ReLU
-from .layers.base import Layer, ParamLayer, as_generator, check_int, check_shape
-from .layers.batchnorm import _BatchNorm
-from .layers.linear import Dropout, Flatten
-from .layers.pool import _Pool2d
+from .layers.base import Layer, ParamLayer, as_generator
 from .losses import CrossEntropyLoss, get_loss
 
 __all__ = ["Model", "Residual", "count_correct", "LAYER_TYPES"]
 
-# Layers that sit between a weight layer and its activation without changing
-# which initialisation suits it.
-_TRANSPARENT = (_BatchNorm, Dropout, _Pool2d, Flatten)
 
 
 def _common_dtype(layers, what):
@@ -134,7 +128,7 @@ class Model:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, ParamLayer) or "init" in vars(layer):
                 continue
-            nxt = next((l for l in self.layers[i + 1:] if not isinstance(l, _TRANSPARENT)), None)
+            nxt = next((l for l in self.layers[i + 1:] if not l.keeps_activation), None)
             layer.init = "he" if isinstance(nxt, ReLU) else "glorot"
 
     def build(self, input_shape=None, seed=None):
@@ -517,12 +511,7 @@ class Residual(Layer):
 
     @classmethod
     def from_config(cls, config):
-        if not isinstance(config, dict):
-            raise TypeError(f"config: expected a dict for Residual, got {type(config).__name__}")
-        unknown = sorted(set(config) - {"block", "shortcut"})
-        if unknown:
-            raise ValueError(f"config: Residual does not know the option(s) {unknown}; "
-                             f"known: ['block', 'shortcut']")
+        config = check_config(cls, config)
         if "block" not in config:
             raise ValueError("config: Residual needs 'block'")
         shortcut = config.get("shortcut")

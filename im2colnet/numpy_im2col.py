@@ -6,7 +6,7 @@ loop over the kh*kw kernel taps, each adding a strided slice. This is what a
 NumPy user would write by hand, and what ``im2colnet bench`` compares against.
 
 It lives inside the package so that the installed ``im2colnet bench`` command
-can use it; ``benchmarks/im2col.py`` is the script that compares it with
+can use it; ``benchmarks/numpy_im2col.py`` is the script that compares it with
 im2colnet's compiled path (it imports this module: one copy of the code).
 The tests check it against ``im2colnet.functional`` (a baseline must be right
 to be a fair one).

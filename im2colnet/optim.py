@@ -18,23 +18,14 @@ epoch: ``opt.set_epoch(e)`` sets it from ``opt.base_lr`` and the schedule
 exactly as if it had not stopped.
 """
 import math
-import numbers
 
 import numpy as np
 
+from ._checks import check_config, check_int, check_number
+from ._config import Configurable
+
 __all__ = ["Optimizer", "SGD", "Adam", "Schedule", "StepLR", "CosineLR", "LambdaLR",
            "OPTIMIZERS", "SCHEDULES", "get_optimizer"]
-
-
-def _number(value, name, low=0.0, high=math.inf, high_open=False):
-    """value as a float in [low, high] (or [low, high) with high_open); else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and low <= value and (value < high if high_open else value <= high)):
-        bound = ")" if high_open else "]"
-        raise ValueError(f"{name}: expected a finite number in [{low}, {high}{bound}, got {value!r}")
-    return value
 
 
 def _scalar(value):
@@ -43,39 +34,22 @@ def _scalar(value):
         else value
 
 
-def _count(value, name, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-    return int(value)
-
-
 # ----------------------------------------------------------------------------------------
 # Learning-rate schedules: lr(epoch) from the optimizer's base_lr.
 
-class Schedule:
+class Schedule(Configurable):
     """Maps (base_lr, epoch) -> the learning rate of that epoch (epochs count from 0)."""
 
     def lr_at(self, base_lr, epoch):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class StepLR(Schedule):
     """lr = base_lr * gamma ** (epoch // step_size) (torch.optim.lr_scheduler.StepLR)."""
 
     def __init__(self, step_size, gamma=0.1):
-        self.step_size = _count(step_size, "step_size", 1)
-        self.gamma = _number(gamma, "gamma")
+        self.step_size = check_int(step_size, "step_size", low=1)
+        self.gamma = check_number(gamma, "gamma", 0.0)
 
     def lr_at(self, base_lr, epoch):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -92,8 +66,8 @@ class CosineLR(Schedule):
     """
 
     def __init__(self, T_max, eta_min=0.0):
-        self.T_max = _count(T_max, "T_max", 1)
-        self.eta_min = _number(eta_min, "eta_min")
+        self.T_max = check_int(T_max, "T_max", low=1)
+        self.eta_min = check_number(eta_min, "eta_min", 0.0)
 
     def lr_at(self, base_lr, epoch):
         e = min(epoch, self.T_max)
@@ -117,7 +91,7 @@ class LambdaLR(Schedule):
 
     def lr_at(self, base_lr, epoch):
         factor = self.fn(epoch)
-        return base_lr * _number(factor, f"LambdaLR fn({epoch})")
+        return base_lr * check_number(factor, f"LambdaLR fn({epoch})", 0.0)
 
     def get_config(self):
         return {"fn": getattr(self.fn, "__qualname__", repr(self.fn))}
@@ -150,7 +124,7 @@ def _pairs(items, name):
     return pairs
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """Base class. Subclasses define ``_slots`` (names of their per-parameter state
     arrays) and ``_update(key, p, g, scratch)`` (one in-place step of one parameter,
     whose state ``self.state[key]`` is absent before its first step).
@@ -160,8 +134,8 @@ class Optimizer:
     _slots = ()
 
     def __init__(self, lr, weight_decay=0.0, schedule=None):
-        self.base_lr = _number(lr, "lr")
-        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.base_lr = check_number(lr, "lr", 0.0)
+        self.weight_decay = check_number(weight_decay, "weight_decay", 0.0)
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"schedule: expected a Schedule (StepLR, CosineLR, LambdaLR) or None, "
                             f"got {type(schedule).__name__}")
@@ -174,7 +148,7 @@ class Optimizer:
     # -- learning rate --------------------------------------------------------------
     def set_epoch(self, epoch):
         """Set the current epoch; lr becomes the schedule's value (base_lr without one)."""
-        self.epoch = _count(epoch, "epoch", 0)
+        self.epoch = check_int(epoch, "epoch", low=0)
         self._lr = self.base_lr if self.schedule is None else \
             float(self.schedule.lr_at(self.base_lr, self.epoch))
         return self._lr
@@ -190,7 +164,7 @@ class Optimizer:
         if self.schedule is not None:
             raise AttributeError(f"lr: set by the schedule {self.schedule!r} at each epoch; "
                                  f"assign base_lr (or a new schedule) instead")
-        self.base_lr = self._lr = _number(value, "lr")
+        self.base_lr = self._lr = check_number(value, "lr", 0.0)
 
     # -- the step -------------------------------------------------------------------
     def step(self, params, grads):
@@ -268,8 +242,8 @@ class Optimizer:
                 raise ValueError(f"schedule: unknown type {kind!r}; known: {sorted(SCHEDULES)}")
             schedule = SCHEDULES[kind].from_config(stored.get("config") or {})
         try:
-            return cls(**config, schedule=schedule)
-        except TypeError as exc:
+            return cls(**check_config(cls, config), schedule=schedule)
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"{cls.__name__}: bad config {config!r} ({exc})") from None
 
     def state_dict(self):
@@ -303,9 +277,9 @@ class Optimizer:
                 raise ValueError(f"state_dict: parameter {key!r} needs slots {list(self._slots)} "
                                  f"of one shape, got {sorted(slots)}")
         # Numbers may come back from a file as NumPy scalars or 0-d arrays.
-        step = _count(_scalar(d["step"]), "state_dict step", 0)
-        epoch = _count(_scalar(d["epoch"]), "state_dict epoch", 0)
-        lr = _number(_scalar(d["lr"]), "state_dict lr")
+        step = check_int(_scalar(d["step"]), "state_dict step", low=0)
+        epoch = check_int(_scalar(d["epoch"]), "state_dict epoch", low=0)
+        lr = check_number(_scalar(d["lr"]), "state_dict lr", 0.0)
         self.state, self._scratch = state, {}
         self.step_count, self.epoch, self._lr = step, epoch, lr
         if self.schedule is None:
@@ -330,8 +304,8 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
                  schedule=None):
-        self.momentum = _number(momentum, "momentum")
-        self.dampening = _number(dampening, "dampening", high=1.0)
+        self.momentum = check_number(momentum, "momentum", 0.0)
+        self.dampening = check_number(dampening, "dampening", 0.0, high=1.0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
         if nesterov and (self.momentum == 0 or self.dampening != 0):
@@ -387,9 +361,9 @@ class Adam(Optimizer):
             b1, b2 = betas
         except (TypeError, ValueError):
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_number(b1, "betas[0]", high=1.0, high_open=True),
-                      _number(b2, "betas[1]", high=1.0, high_open=True))
-        self.eps = _number(eps, "eps")
+        self.betas = (check_number(b1, "betas[0]", 0.0, high=1.0, high_open=True),
+                      check_number(b2, "betas[1]", 0.0, high=1.0, high_open=True))
+        self.eps = check_number(eps, "eps", 0.0)
         super().__init__(lr, weight_decay, schedule)
 
     def _hyper(self):

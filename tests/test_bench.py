@@ -200,9 +200,6 @@ def test_whole_model_rows():
                                with_torch=False)
     assert len(results) == 1 and results[0]["model"] == "lenet5"
     r = results[0]
-    if "error" in r:  # the zoo has not landed: the bench says so instead of failing
-        assert "not available" in r["error"] or "not implemented" in r["error"]
-        return
     assert r["ours"]["train"]["images_per_s"] > 0 and r["ours"]["infer"]["images_per_s"] > 0
     assert r["ours"]["latency_ms"] > 0
     assert "lenet5" in bench.format_model_table(results)

@@ -14,18 +14,11 @@ import numpy as np
 import pytest
 
 import im2colnet as inet
+from im2colnet.models import lenet5
 from im2colnet.functional import conv as conv_module
 from im2colnet import load_model
 
 pytestmark = pytest.mark.hardening
-
-
-def lenet5():
-    return inet.Sequential([
-        inet.Conv2d(1, 6, 5, padding=2), inet.ReLU(), inet.MaxPool2d(2),
-        inet.Conv2d(6, 16, 5), inet.ReLU(), inet.MaxPool2d(2), inet.Flatten(),
-        inet.Linear(400, 120), inet.ReLU(), inet.Linear(120, 84), inet.ReLU(), inet.Linear(84, 10),
-    ], input_shape=(1, 28, 28))
 
 
 def digits_like(n, seed):

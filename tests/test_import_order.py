@@ -18,6 +18,7 @@ LEVELS = [
     ("im2colnet._version", "im2colnet._build_config", "im2colnet._kernels"),
     ("im2colnet._check_build",),
     ("im2colnet._checks",),
+    ("im2colnet._config",),
     ("im2colnet.runtime",),
     ("im2colnet.functional", "im2colnet.reference", "im2colnet.numpy_im2col", "im2colnet.info",
      "im2colnet.datasets"),
@@ -160,7 +161,7 @@ def test_the_order_is_documented_where_the_package_starts():
         doc = ast.get_docstring(ast.parse(fh.read()))
     table = [line.split()[0].rstrip("/,") for line in doc.splitlines()
              if line.startswith("    ") and not line.startswith("     ")]
-    assert table == ["_kernels", "_check_build", "_checks", "runtime", "functional", "layers",
+    assert table == ["_kernels", "_check_build", "_checks", "_config", "runtime", "functional", "layers",
                      "losses", "model", "training", "serialization", "sequential", "models",
                      "this", "apps"]
     named = [group[0].split(".")[-1] for group in LEVELS[1:]]

@@ -1,5 +1,5 @@
 """How im2colnet drives NumPy's OpenBLAS (im2colnet/runtime/): the thread count of small
-products, and idle threads that sleep right after a product."""
+products, products on our threads, and (with runtime.tune()) idle threads that sleep."""
 import os
 import threading
 
@@ -8,12 +8,12 @@ import pytest
 
 from im2colnet.runtime import blas, gemm, threads
 
-needs_openblas = pytest.mark.skipif(blas._OPENBLAS is None, reason="NumPy's BLAS is not OpenBLAS")
+needs_openblas = pytest.mark.skipif(blas.openblas() is None, reason="NumPy's BLAS is not OpenBLAS")
 
 
 @needs_openblas
 def test_small_products_run_on_one_thread_and_the_count_comes_back():
-    set_threads, get_threads = blas._OPENBLAS
+    set_threads, get_threads = blas.openblas()
     before = get_threads()
     with blas.gemm_threads(blas.SMALL_GEMM_FLOPS / 2):
         assert get_threads() == 1
@@ -25,27 +25,44 @@ def test_small_products_run_on_one_thread_and_the_count_comes_back():
         assert get_threads() == before
 
 
+TUNE_CHILD = """
+import os, threading, numpy as np
+import im2colnet
+from im2colnet.runtime import blas
+before = dict(os.environ)
+libs = [lib for lib in blas.openblas_libraries() if hasattr(lib, "openblas_thread_timeout")]
+timeout_before = libs[0].openblas_thread_timeout() if libs else None
+applied = im2colnet.runtime.tune()
+timeout_after = libs[0].openblas_thread_timeout() if libs else None
+a = np.random.default_rng(0).standard_normal((700, 900)).astype(np.float32)
+b = np.random.default_rng(1).standard_normal((900, 800)).astype(np.float32)
+with blas.gemm_threads(0):
+    one = a @ b
+results = []
+workers = [threading.Thread(target=lambda: results.append(a @ b)) for _ in range(3)]
+for t in workers:
+    t.start()
+for t in workers:
+    t.join()
+agree = all(np.allclose(many, one, rtol=1e-5, atol=1e-4) for many in results + [a @ b])
+print(applied["openblas_idle_threads"], timeout_before, timeout_after, dict(os.environ) == before, agree)
+"""
+
+
 @needs_openblas
-def test_idle_threads_sleep_after_import_and_products_still_agree():
-    """The import set OPENBLAS_THREAD_TIMEOUT (unless the user had) and restarted the threads;
-    multi-threaded products afterwards give what one thread gives."""
-    libs = [lib for lib in blas.openblas_libraries() if hasattr(lib, "openblas_thread_timeout")]
-    if not libs:
+def test_tune_makes_idle_threads_sleep_and_products_still_agree():
+    """runtime.tune() (never the import) sets OpenBLAS's thread timeout and restarts its
+    threads, without leaving OPENBLAS_THREAD_TIMEOUT in os.environ; multi-threaded
+    products afterwards give what one thread gives."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", TUNE_CHILD], env=env, cwd=os.path.dirname(__file__),
+                         capture_output=True, text=True, check=True).stdout.split()
+    if out[1] == "None":
         pytest.skip("this OpenBLAS does not export openblas_thread_timeout")
-    if os.environ.get("OPENBLAS_THREAD_TIMEOUT") == str(blas.IDLE_TIMEOUT_LOG2):
-        assert libs[0].openblas_thread_timeout() == blas.IDLE_TIMEOUT_LOG2
-    a = np.random.default_rng(0).standard_normal((700, 900)).astype(np.float32)
-    b = np.random.default_rng(1).standard_normal((900, 800)).astype(np.float32)
-    with blas.gemm_threads(0):
-        one = a @ b
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(a @ b)) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for many in results + [a @ b]:
-        np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-4)
+    assert out == ["True", out[1], str(blas.IDLE_TIMEOUT_LOG2), "True", "True"]
+    assert out[1] != str(blas.IDLE_TIMEOUT_LOG2)   # the import had left OpenBLAS's own value
 
 
 def test_a_users_own_timeout_wins():
@@ -105,7 +122,7 @@ def test_threaded_products_run_on_one_blas_thread_and_are_deterministic():
     """Inside matmul OpenBLAS is on one thread (a piece must not start OpenBLAS's own
     threads); the thread count comes back; the pieces are fixed, so repeated and
     concurrent calls give the same bits."""
-    set_threads, get_threads = blas._OPENBLAS
+    set_threads, get_threads = blas.openblas()
     before = get_threads()
     rng = np.random.default_rng(4)
     a = rng.standard_normal((300, 5000)).astype(np.float32)
@@ -161,29 +178,23 @@ def test_threads_follow_the_wait_policy():
     assert not threads.threads_worth(threshold - 1) and threads.threads_worth(threshold)
 
 
-def test_the_import_chose_a_wait_policy_that_fits_the_products():
-    """Our threads spin for a moment only where our products run on them; a user's own
-    setting is kept; the peers' environment drops what the import set."""
+def test_the_import_leaves_the_wait_policy_to_the_user():
+    """Neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set by the import; a user's own
+    passive policy raises the kernels' threshold for threads."""
     import subprocess
     import sys
-    code = ("import os, im2colnet; from im2colnet.runtime import gemm; "
+    code = ("import os, im2colnet; from im2colnet.runtime import threads; "
             "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
-            "gemm.threaded_gemm(), 'GOMP_SPINCOUNT' in im2colnet._untuned_environment())")
+            "threads.parallel_min_work())")
 
     def run(**env):
-        base = {k: v for k, v in os.environ.items()
-                if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "IM2COLNET_THREADED_GEMM")}
+        base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
         return subprocess.run([sys.executable, "-c", code], env={**base, **env}, cwd=os.path.dirname(__file__),
                               capture_output=True, text=True, check=True).stdout.split()
 
-    default = run()
-    if default[2] == "True":
-        assert default == ["None", "30000", "True", "False"]
-    else:
-        assert default[:2] == ["PASSIVE", "None"]
-    assert run(IM2COLNET_THREADED_GEMM="0") == ["PASSIVE", "None", "False", "False"]
-    assert run(OMP_WAIT_POLICY="ACTIVE")[:2] == ["ACTIVE", "None"]
-    assert run(GOMP_SPINCOUNT="1000")[:2] == ["None", "1000"]
+    assert run() == ["None", "None", str(1 << 16)]
+    assert run(OMP_WAIT_POLICY="PASSIVE") == ["PASSIVE", "None", str(1 << 20)]
+    assert run(GOMP_SPINCOUNT="1000") == ["None", "1000", str(1 << 16)]
 
 
 # -------------------------------------- one product per sample, on strided views

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import im2colnet as inet
+from im2colnet.models import lenet5
 import im2colnet.functional as F
 from im2colnet.losses import CrossEntropyLoss
 from im2colnet.optim import SGD
@@ -55,16 +56,8 @@ def test_non_layers_are_rejected():
         inet.Sequential([inet.ReLU(), "relu"])
 
 
-def lenet():
-    return inet.Sequential([
-        inet.Conv2d(1, 6, 5, padding=2), inet.ReLU(), inet.MaxPool2d(2),
-        inet.Conv2d(6, 16, 5), inet.ReLU(), inet.MaxPool2d(2), inet.Flatten(),
-        inet.Linear(400, 120), inet.ReLU(), inet.Linear(120, 84), inet.ReLU(), inet.Linear(84, 10),
-    ], input_shape=(1, 28, 28), name="lenet5")
-
-
 def test_summary_table_lists_shapes_and_counts():
-    text = lenet().summary()
+    text = lenet5().summary()
     assert 'Model: "lenet5"' in text
     assert "(None, 6, 28, 28)" in text and "(None, 16, 5, 5)" in text and "(None, 10)" in text
     # 6*25+6 + 16*6*25+16 + 400*120+120 + 120*84+84 + 84*10+10
@@ -84,7 +77,7 @@ def test_initialisation_follows_the_next_activation():
 
 
 def test_config_round_trip_and_unknown_types():
-    model = lenet()
+    model = lenet5()
     config = json.loads(json.dumps(model.get_config()))
     assert config["input_shape"] == [1, 28, 28] and config["layers"][0]["type"] == "Conv2d"
     clone = inet.Sequential.from_config(config)
@@ -325,7 +318,7 @@ def test_float64_models_compute_in_float64():
 def test_lenet_scores_and_gradients_match_torch():
     torch = pytest.importorskip("torch")
     nn = torch.nn
-    model = lenet().astype(np.float64).reset_parameters(3)
+    model = lenet5().astype(np.float64).reset_parameters(3)
     ref = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
                         nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)).double()

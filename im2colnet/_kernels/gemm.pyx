@@ -3,12 +3,10 @@
 call of the BLAS's ``cblas_sgemm`` / ``cblas_dgemm``.
 
 NumPy's OpenBLAS runs a product on its own thread pool, whose threads sleep
-between products. On a 2-core virtual machine waking a sleeping thread costs
-tens of microseconds, which a training step pays at every product and at every
-parallel kernel (our OpenMP threads sleep too, so that they do not spin against
-OpenBLAS's). Running the products on our own OpenMP threads lets one pool do
-all the work: its threads may then wait actively for a moment (GOMP_SPINCOUNT,
-see im2colnet/__init__.py), and the next kernel or product finds them awake.
+between products; waking one costs tens of microseconds, which a training step
+would pay at every product. Running the products on our own OpenMP threads lets
+one pool do all the work, and the next kernel or product finds its threads
+awake (docs/performance.md).
 
 The BLAS functions are found at run time in the OpenBLAS that NumPy loaded
 (``im2colnet.runtime.blas``) and handed over here as addresses. Only the ILP64

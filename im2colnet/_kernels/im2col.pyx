@@ -121,7 +121,6 @@ cdef void _im2col_plane(const floating* x, floating* out, Py_ssize_t row_stride,
                         row[j] = x[src + j]
                 elif sw == 2:
                     # the stride as a constant lets the compiler vectorise this copy too
-                    # (strided 32->64 layer at 28x28, N=64: im2col 1.45 -> 1.0 ms)
                     for j in range(j_lo, j_hi):
                         row[j] = x[src + 2 * j]
                 else:

@@ -50,8 +50,8 @@ from .._check_build import build_info
 from ..runtime.blas import blas_info, gemm_threads
 from ..runtime.blas import set_blas_threads as _set_openblas_threads
 from ..runtime.gemm import matmul, threaded_gemm
+from ..runtime import tune
 from ..runtime.threads import set_thread_count, thread_count
-from .. import _untuned_environment
 from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
 
 __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_shape",
@@ -196,7 +196,7 @@ def torch_version():
 
 
 class _Unavailable(Exception):
-    """A method that cannot run here (not installed, not implemented yet)."""
+    """A method that cannot run here (PyTorch not installed, or its process failed)."""
 
 
 def run_torch_peer(request, timeout=1800):
@@ -211,8 +211,7 @@ def run_torch_peer(request, timeout=1800):
     request = dict(request, threads=blas_threads())  # the same number of cores as ours
     try:
         child = subprocess.run([sys.executable, script], input=json.dumps(request),
-                               capture_output=True, text=True, timeout=timeout,
-                               env=_untuned_environment())
+                               capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError) as exc:
         raise _Unavailable(f"the PyTorch process did not run ({exc})") from None
     if child.returncode != 0:
@@ -292,15 +291,9 @@ def _ratio(a, b):
 
 
 def _time_pass(fns, flops, budget, direct_budget, max_repeats):
-    """{method: fn} of one pass -> {method: timing dict}; a method whose call raises
-    NotImplementedError (a part not written yet) gets {"error": ...} instead."""
-    runnable, timings, first = {}, {}, {}
-    for method, fn in fns.items():
-        try:
-            first[method] = timed(fn)  # the warm-up call
-            runnable[method] = fn
-        except NotImplementedError as exc:
-            timings[method] = {"error": f"not implemented yet ({exc})"}
+    """{method: fn} of one pass -> {method: timing dict}."""
+    runnable, timings = dict(fns), {}
+    first = {method: timed(fn) for method, fn in fns.items()}   # the warm-up calls
     # The fast methods take turns; the direct loops (seconds per call) run as a block
     # with their own budget.
     shared = {m: fn for m, fn in runnable.items() if m != "direct"}
@@ -414,27 +407,19 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
     for name in names:
         if progress:
             progress(f"model {name}")
-        builder = getattr(zoo, name, None)
-        if builder is None:
-            results.append({"model": name, "error": "not available yet (no such zoo model "
-                                                    "in this build)"})
-            continue
-        try:
-            model = builder()
-            in_shape = tuple(model.input_shape)
-            x_train = rng.random((train_images,) + in_shape).astype(dtype)
-            model.build(in_shape, seed=seed).reset_parameters(seed)
-            if np.dtype(dtype) != np.float32 and hasattr(model, "astype"):
-                model.astype(dtype)
-            classes = model.predict(x_train[:1]).shape[1]
-            y_train = rng.integers(0, classes, train_images)
-            x_infer = rng.random((256,) + in_shape).astype(dtype)
-            results.append({"model": name, "input_shape": list(in_shape),
-                            "ours": _bench_ours(model, x_train, y_train, x_infer, budget,
-                                                max_repeats)})
-            configs.append({"name": name, "config": model.get_config()})
-        except NotImplementedError as exc:
-            results.append({"model": name, "error": f"not implemented yet ({exc})"})
+        if name not in ("lenet5", "vgg_small"):
+            raise ValueError(f"names: no zoo model {name!r}; choose from lenet5, vgg_small")
+        model = getattr(zoo, name)()
+        in_shape = tuple(model.input_shape)
+        x_train = rng.random((train_images,) + in_shape).astype(dtype)
+        model.build(in_shape).reset_parameters(seed)
+        model.astype(dtype)
+        classes = model.predict(x_train[:1]).shape[1]
+        y_train = rng.integers(0, classes, train_images)
+        x_infer = rng.random((256,) + in_shape).astype(dtype)
+        results.append({"model": name, "input_shape": list(in_shape),
+                        "ours": _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats)})
+        configs.append({"name": name, "config": model.get_config()})
     if with_torch and configs:
         if progress:
             progress("PyTorch models (in a child process)")
@@ -562,9 +547,6 @@ def format_model_table(results):
               "latency ms (b=1)", "torch", "train ours/torch", "infer ours/torch"]
     rows, notes = [], []
     for r in results:
-        if "error" in r:
-            notes.append(f"{r['model']}: {r['error']}")
-            continue
         ours, theirs, ratios = r["ours"], r.get("torch", {}), r.get("ratios", {})
         if "error" in theirs:
             notes.append(f"{r['model']} torch: {theirs['error']}")
@@ -722,12 +704,14 @@ def run(args, out=sys.stdout, err=sys.stderr):
     return report
 
 
-def main(argv=None, prog="python -m im2colnet.bench"):
-    """Parse argv (default sys.argv[1:]), run, print; returns the exit code (2 on a bad option)."""
+def main(argv=None, prog="python -m im2colnet.apps.bench"):
+    """Parse argv (default sys.argv[1:]), tune the process (im2colnet.runtime.tune), run,
+    print; returns the exit code (2 on a bad option)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    tune()
     try:
         run(args)
     except BenchError as exc:

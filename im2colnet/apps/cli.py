@@ -21,6 +21,7 @@ from .. import optim
 from .._version import __version__
 from ..functional import softmax_forward
 from ..losses import CrossEntropyLoss
+from ..runtime import tune
 from ..serialization import ModelFormatError, save_model
 from . import bench
 from .demo import run_demo
@@ -243,11 +244,11 @@ def build_parser():
                        description="Locate the data, train LeNet-5 for one epoch on MNIST, "
                                    "score the pretrained models, print the quick benchmark.")
     p.add_argument("--data", metavar="DIR",
-                   help="a folder holding mnist/ (and fashion-mnist/); default $IM2COLNET_DATA, "
-                        "then ../shared/data beside a source checkout")
+                   help="a folder holding mnist/ (and fashion-mnist/); default $IM2COLNET_DATA")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
     p.add_argument("--no-install", action="store_true",
-                   help="do not try to install the Fashion-MNIST Debian package")
+                   help="accepted for older command lines; the demo never installs anything "
+                        "(demo.sh installs the Fashion-MNIST package)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -256,6 +257,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"im2colnet {args.command}"
+    tune()   # the command owns its process: the training settings of im2colnet.runtime
     if os.environ.get("IM2COLNET_DEBUG"):
         return args.func(args)
     try:

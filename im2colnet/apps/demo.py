@@ -1,6 +1,6 @@
 """``im2colnet demo``: a tour in a few minutes.
 
-1. locate Fashion-MNIST (installing the Debian package where that is possible),
+1. locate Fashion-MNIST (demo.sh installs its Debian package where it can),
 2. train LeNet-5 for one epoch on MNIST with a progress bar, score it on the test set,
 3. score the pretrained LeNet-5 and VGG-small on their test sets,
 4. print the quick benchmark table (im2col + GEMM against direct loops and others).
@@ -10,8 +10,6 @@ and the demo goes on.
 """
 import argparse
 import os
-import shutil
-import subprocess
 import time
 
 from ..losses import CrossEntropyLoss
@@ -41,30 +39,13 @@ def _first_line(exc):
     return " ".join(str(exc).split())
 
 
-def _install_fashion(out):
-    """apt-get install the Debian package, when we are root and apt-get exists."""
-    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return False
-    print(f"   installing the Debian package {FASHION_PACKAGE} ...", file=out, flush=True)
-    try:
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", FASHION_PACKAGE]):
-            subprocess.run(cmd, check=True, timeout=180, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return True
-
-
-def locate_fashion(data, allow_install, out):
+def locate_fashion(data, out):
     try:
         x, _ = load_dataset("fashion-mnist", "test", data)
-    except FileNotFoundError:
-        if not (allow_install and _install_fashion(out)):
-            raise FileNotFoundError(
-                f"Fashion-MNIST not found; install it with `sudo apt-get install "
-                f"{FASHION_PACKAGE}` or put its IDX files in $IM2COLNET_DATA/fashion-mnist") from None
-        x, _ = load_dataset("fashion-mnist", "test", data)
+    except CommandError:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found; install it with `sudo apt-get install {FASHION_PACKAGE}` "
+            f"or put its IDX files in $IM2COLNET_DATA/fashion-mnist") from None
     print(f"   Fashion-MNIST found: {len(x)} test images", file=out)
 
 
@@ -123,7 +104,7 @@ def run_demo(args, out):
     print(f"im2colnet demo: MNIST from {data_root('mnist', data) or os.environ.get('IM2COLNET_DATA') or 'the default location'}",
           file=out)
     _part("1/4 Fashion-MNIST",
-          lambda: locate_fashion(_fashion_root(data), not args.no_install, out), out)
+          lambda: locate_fashion(_fashion_root(data), out), out)
     _part("2/4 train LeNet-5 for one epoch on MNIST", lambda: train_lenet5(data, out), out)
     _part("3/4 pretrained models on their test sets", lambda: score_pretrained(data, out), out)
     if not args.no_bench:

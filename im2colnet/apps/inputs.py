@@ -4,7 +4,6 @@ A user's mistake (missing data, an unreadable file) is a CommandError: one line 
 stderr and exit code 2 (see cli.py).
 """
 import os
-import sys
 
 import numpy as np
 
@@ -45,35 +44,18 @@ def require(module, purpose, extra):
                            f"(or pip install im2colnet[{extra}])") from None
 
 
-def _checkout_dirs():
-    """Folders that may be a source checkout of im2colnet: the package's parent (an
-    editable install) and the parent of the virtual environment (a .venv in the repo)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for folder in (here, os.path.dirname(os.path.abspath(sys.prefix))):
-        if os.path.isfile(os.path.join(folder, "setup.py")) and os.path.isdir(
-                os.path.join(folder, "im2colnet")):
-            yield folder
-
-
 def data_root(name, given=None):
-    """The folder to read dataset ``name`` from, or None for the loader's default.
+    """The folder to read dataset ``name`` from, or None for the loader's default
+    ($IM2COLNET_DATA/<name>, see im2colnet.datasets).
 
-    given (--data) may be the folder with the IDX files or a parent holding
-    ``<name>/``. Without it: $IM2COLNET_DATA (the loader's own default), else
-    ``../shared/data/<name>`` beside a source checkout, else the loader's default.
+    given (--data) may be the folder with the IDX files or a parent holding ``<name>/``.
     """
-    if given:
-        if not os.path.isdir(given):
-            raise CommandError(f"--data: {given} is not a folder")
-        sub = os.path.join(given, name)
-        return sub if os.path.isdir(sub) else given
-    if os.environ.get("IM2COLNET_DATA"):
+    if not given:
         return None
-    for repo in _checkout_dirs():
-        candidate = os.path.join(os.path.dirname(repo), "shared", "data", name)
-        if os.path.isdir(candidate):
-            return candidate
-    return None
+    if not os.path.isdir(given):
+        raise CommandError(f"--data: {given} is not a folder")
+    sub = os.path.join(given, name)
+    return sub if os.path.isdir(sub) else given
 
 
 def load_dataset(name, split, root=None, limit=None):
@@ -113,11 +95,10 @@ def _is_file_spec(spec):
 
 
 def zoo_model(name, pretrained=False):
-    """models.<name>(pretrained=...); a zoo that is not there yet is a CommandError."""
-    builder = getattr(models, name, None)
-    if builder is None:
-        raise CommandError(f"the model zoo has no {name!r} in this build of im2colnet")
-    return builder(pretrained=pretrained)
+    """models.<name>(pretrained=...) for a name of MODEL_NAMES."""
+    if name not in MODEL_NAMES:
+        raise CommandError(f"the model zoo has no {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return getattr(models, name)(pretrained=pretrained)
 
 
 def load_model_file(path, with_optimizer=False):
@@ -126,10 +107,7 @@ def load_model_file(path, with_optimizer=False):
     with_optimizer: returns (model, optimizer or None)."""
     if not os.path.isfile(path):
         raise CommandError(f"{path}: no such model file")
-    if not with_optimizer:
-        return load_model(path)
-    loaded = load_model(path, with_optimizer=True)
-    return loaded if isinstance(loaded, tuple) else (loaded, None)
+    return load_model(path, with_optimizer=with_optimizer)
 
 
 def load_model_spec(spec):

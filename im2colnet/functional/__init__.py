@@ -1,7 +1,7 @@
 """The operations of a CNN: forward activations, backward sensitivities, weight gradients.
 
 Every function validates its arguments, then calls a Cython kernel or one BLAS
-matrix product. See ../shared API section 1 (in the README: "Operations").
+matrix product. The README ("The mathematics, and where each piece lives") maps them to the formulas.
 """
 from .conv import im2col, col2im, conv2d_forward, conv2d_backward_data, conv2d_backward_weights
 from .pool import (maxpool2d_forward, maxpool2d_backward,

@@ -17,17 +17,15 @@ running statistics are given, updates them in place:
 the running statistics, which are then required.
 """
 from collections import namedtuple
-import numbers
 
 import numpy as np
 
 from ..runtime.threads import threads_worth
-from .._checks import as_float, check_batch
+from .._checks import as_float, check_batch, check_batchnorm_mode, check_number
 from .._kernels import batchnorm as _bn
 
 __all__ = ["batchnorm_forward", "batchnorm_backward", "BatchNormCache"]
 
-_MODES = ("spatial", "per_activation")
 
 BatchNormCache = namedtuple("BatchNormCache", "xhat inv_std gamma axes training")
 BatchNormCache.__doc__ = """What batchnorm_backward needs from the forward pass.
@@ -39,8 +37,7 @@ training: whether batch statistics (True) or running statistics were used."""
 
 def _layout(shape, mode):
     """(reduction axes, parameter shape, broadcast shape) for an input shape and mode."""
-    if mode not in _MODES:
-        raise ValueError(f"mode: expected 'spatial' or 'per_activation', got {mode!r}")
+    check_batchnorm_mode(mode)
     if len(shape) == 2:                      # (N, F): per feature in both modes
         return (0,), shape[1:], (1,) + shape[1:]
     if mode == "spatial":
@@ -68,14 +65,6 @@ def _check_running(running_mean, running_var, shape, training):
             raise ValueError(f"{name}: expected shape {shape} for this input and mode, got {np.shape(arr)}")
 
 
-def _check_scalar(value, name, low, high, low_open):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            (low < value if low_open else low <= value) and value <= high):
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ValueError(f"{name}: expected a number in {bound}, got {value!r}")
-    return float(value)
-
-
 def batchnorm_forward(x, gamma, beta, mode="spatial", eps=1e-5, training=True,
                       running_mean=None, running_var=None, momentum=0.1):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta.
@@ -93,8 +82,8 @@ def batchnorm_forward(x, gamma, beta, mode="spatial", eps=1e-5, training=True,
     axes, pshape, bshape = _layout(x.shape, mode)
     gamma = _param(gamma, "gamma", pshape, bshape, x.dtype)
     beta = _param(beta, "beta", pshape, bshape, x.dtype)
-    eps = _check_scalar(eps, "eps", 0.0, np.inf, low_open=True)
-    momentum = _check_scalar(momentum, "momentum", 0.0, 1.0, low_open=False)
+    eps = check_number(eps, "eps", 0.0, low_open=True)
+    momentum = check_number(momentum, "momentum", 0.0, 1.0)
     _check_running(running_mean, running_var, pshape, training)
     count = x.size // max(int(np.prod(pshape)), 1)
     if training and count < 2:

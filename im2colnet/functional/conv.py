@@ -25,8 +25,7 @@ The column matrix of a whole batch can be large (64 samples of a 64-channel
 3x3 layer at 16x16: 36 MiB in float32), so samples are processed in blocks
 whose columns fit in ``WORKSPACE_BYTES`` (8 MiB): small enough that the GEMM
 reads the columns from the cache the im2col kernel just wrote them to, large
-enough for an efficient GEMM (LeNet-5 inference at batch 256 on 2 cores:
-37,000 images/s with 8 MiB blocks, 29,500 with whole-batch 64 MiB blocks).
+enough for an efficient GEMM (docs/performance.md has the measurements).
 The block buffer is kept per thread and per dtype and reused from call to
 call (no per-step allocation); a sample larger than the bound is processed
 alone.
@@ -191,17 +190,14 @@ def _per_sample(flops, pixels, weights=False):
     one product per block and a layout copy?
 
     flops: the layer's products; pixels: output pixels per sample; weights: for the
-    weight gradient. 2-core A/B runs, sample / block, ms:
+    weight gradient.
     - Products on our threads (the samples split over them): per sample from
-      PER_SAMPLE_MIN_PIXELS output pixels, and always for the weight gradient.
-      LeNet-5 conv1 forward 0.28 / 0.75, VGG-small's first layer 0.25 / 2.96, VGG
-      32->32 at 28x28 backward-data 10.7 / 14.2, 64->64 at 14x14 a tie; at 7x7
-      (49 pixels) the products get too thin: 128->128 forward 7.9 / 7.0,
-      backward-data 7.3 / 6.4, but weight gradient 7.4 / 7.9.
+      PER_SAMPLE_MIN_PIXELS output pixels (below, the products get too thin), and
+      always for the weight gradient.
     - Products through NumPy's matmul (another BLAS), one after the other on one
       BLAS thread: per sample only for small layers (under SMALL_GEMM_FLOPS); a
-      large layer's block product runs on the BLAS's threads (64->64 at 14x14:
-      6.3 / 8.3).
+      large layer's block product runs on the BLAS's threads.
+    docs/performance.md has the A/B timings behind these rules.
     """
     if threaded_gemm():
         return weights or pixels >= PER_SAMPLE_MIN_PIXELS
@@ -384,8 +380,8 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
     """dC (C*kh*kw, K) = phi(x)^T dY, summed over the blocks; dy3 is (N, K, Ho*Wo).
 
     The product is taken in this orientation, phi^T (taps, pixels) times dY
-    (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it 1.2-1.5x faster so
-    (VGG 64->64 at 14x14: 6.0 ms against 7.3; 32->32 at 28x28: 7.6 against 11.0).
+    (pixels, K), not as dC^T = dY^T phi: OpenBLAS runs it faster so
+    (docs/performance.md).
     per_sample: one product per sample, read straight from dy, summed (see
     _per_sample for when).
     """

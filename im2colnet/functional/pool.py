@@ -16,7 +16,8 @@ Average pooling pads with 0 and divides by kh*kw (padding included).
 import numpy as np
 
 from ..runtime.threads import threads_worth
-from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
+from .._checks import (as_float, check_image, check_max_pool_padding, check_ndim, check_x_shape,
+                       conv_geometry)
 from .._kernels import pool as _pool
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
@@ -24,16 +25,6 @@ __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgp
 def _geometry(in_hw, kernel_size, stride, padding):
     """The window geometry; stride None means stride = kernel_size."""
     return conv_geometry(in_hw, kernel_size, kernel_size if stride is None else stride, padding)
-
-
-def _check_max_padding(g):
-    for pad, k, axis in ((g.pt, g.kh, "top"), (g.pb, g.kh, "bottom"),
-                         (g.pl, g.kw, "left"), (g.pr, g.kw, "right")):
-        if pad >= k:
-            raise ValueError(
-                f"padding: max pooling needs each padding smaller than the kernel "
-                f"(a window of padding only has no winner); {axis} padding {pad} with "
-                f"kernel_size ({g.kh}, {g.kw})")
 
 
 def _check_dy(dy, out_shape):
@@ -54,7 +45,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     x = check_image(x, "x")
     g = _geometry(x.shape[2:], kernel_size, stride, padding)
-    _check_max_padding(g)
+    check_max_pool_padding(g)
     out_shape = (x.shape[0], x.shape[1], g.out_h, g.out_w)
     y = np.empty(out_shape, dtype=x.dtype)
     path = np.empty(out_shape, dtype=np.int64)

@@ -8,8 +8,8 @@ the channel axis by ``pieces``).
 import numpy as np
 
 from .. import functional as F
-from .._checks import as_float
-from .base import Layer, check_int
+from .._checks import as_float, check_int
+from .base import Layer
 
 __all__ = ["ReLU", "Tanh", "Sigmoid", "ELU", "Maxout"]
 

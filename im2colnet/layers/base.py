@@ -8,35 +8,15 @@ Shapes: ``input_shape`` and ``output_shape`` are per sample, without the
 batch axis, e.g. ``(1, 28, 28)`` for an MNIST image or ``(400,)`` for features.
 """
 import inspect
-import numbers
 
 import numpy as np
 
-__all__ = ["Layer", "ParamLayer", "as_generator", "check_int", "check_shape", "to_json"]
+from .._checks import check_shape
+from .._config import Configurable
+
+__all__ = ["Layer", "ParamLayer", "as_generator", "to_json"]
 
 _FLOATS = (np.float32, np.float64)
-
-
-def check_int(value, name, low=1):
-    """An int >= low (bools rejected), as a Python int."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name}: must be >= {low}, got {value}")
-    return int(value)
-
-
-def check_shape(input_shape, name="input_shape"):
-    """A per-sample shape as a tuple of positive ints."""
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a per-sample shape such as (1, 28, 28), "
-                        f"got {input_shape!r}") from None
-    if not shape or min(shape) < 1:
-        raise ValueError(f"{name}: expected a non-empty per-sample shape of sizes >= 1, "
-                         f"got {input_shape!r}")
-    return shape
 
 
 def as_generator(rng):
@@ -51,7 +31,7 @@ def to_json(value):
     return value
 
 
-class Layer:
+class Layer(Configurable):
     """Base class of every layer.
 
     Attributes:
@@ -75,7 +55,11 @@ class Layer:
 
     Subclasses override ``forward``, ``backward``, ``output_shape``,
     ``get_config`` and, when they own parameters, ``_init_params``.
+    ``keeps_activation`` is True for layers that may sit between a weight layer and
+    its activation without changing which initialisation suits it (normalisation,
+    pooling, dropout, flatten): Sequential looks past them for the activation.
     """
+    keeps_activation = False
 
     def __init__(self):
         self.params = {}
@@ -180,23 +164,6 @@ class Layer:
     def zero_grads(self):
         for key, value in self.params.items():
             self.grads[key] = np.zeros_like(value)
-
-    # -- configuration ------------------------------------------------------------
-    def get_config(self):
-        """The keyword arguments of __init__ as a JSON-able dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        """A new (unbuilt) layer from get_config()'s dict; unknown keys are a ValueError."""
-        if not isinstance(config, dict):
-            raise TypeError(f"config: expected a dict for {cls.__name__}, got {type(config).__name__}")
-        known = set(inspect.signature(cls.__init__).parameters) - {"self", "rng"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"config: {cls.__name__} does not know the option(s) {unknown}; "
-                             f"known: {sorted(known)}")
-        return cls(**config)
 
     def count_params(self):
         return int(sum(p.size for p in self.params.values()))

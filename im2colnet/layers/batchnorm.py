@@ -1,14 +1,12 @@
 """Batch normalisation layers over im2colnet.functional.batchnorm_forward/backward."""
-import numbers
-
 import numpy as np
 
 from .. import functional as F
-from .base import Layer, check_int
+from .._checks import check_batchnorm_mode, check_int, check_number
+from .base import Layer
 
 __all__ = ["BatchNorm2d", "BatchNorm1d"]
 
-_MODES = ("spatial", "per_activation")
 
 
 class _BatchNorm(Layer):
@@ -20,17 +18,14 @@ class _BatchNorm(Layer):
     mode="per_activation" their shape (C, H, W) comes from the input, so they
     are made by build() (or the first forward).
     """
+    keeps_activation = True
 
     def __init__(self, num_features, mode="spatial", eps=1e-5, momentum=0.1):
         super().__init__()
         self.num_features = check_int(num_features, "num_features")
-        if mode not in _MODES:
-            raise ValueError(f"mode: expected 'spatial' or 'per_activation', got {mode!r}")
-        for name, value, ok in (("eps", eps, lambda v: v > 0),
-                                ("momentum", momentum, lambda v: 0 <= v <= 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
-                raise ValueError(f"{name}: got {value!r}; eps must be > 0, momentum in [0, 1]")
-        self.mode, self.eps, self.momentum = mode, float(eps), float(momentum)
+        self.mode = check_batchnorm_mode(mode)
+        self.eps = check_number(eps, "eps", 0.0, low_open=True)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
         self._cache = None
         if mode == "spatial":
             self._create_params(None)

@@ -2,8 +2,8 @@
 import numpy as np
 
 from .. import functional as F
-from .._checks import conv_geometry
-from .base import ParamLayer, check_int, to_json
+from .._checks import check_int, conv_geometry
+from .base import ParamLayer, to_json
 
 __all__ = ["Conv2d"]
 

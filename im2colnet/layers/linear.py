@@ -1,11 +1,9 @@
 """Linear, and the two layers that only reshape or mask its input: Flatten, Dropout."""
-import numbers
-
 import numpy as np
 
 from .. import functional as F
-from .._checks import as_float
-from .base import Layer, ParamLayer, check_int
+from .._checks import as_float, check_int, check_number
+from .base import Layer, ParamLayer
 
 __all__ = ["Linear", "Flatten", "Dropout"]
 
@@ -73,6 +71,7 @@ class Linear(ParamLayer):
 
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...) in row-major order; backward reshapes back."""
+    keeps_activation = True
 
     def __init__(self):
         super().__init__()
@@ -101,12 +100,11 @@ class Dropout(Layer):
     from (seed, epoch, step), which makes training reproducible.
     Any shape (N, ...) -> the same shape.
     """
+    keeps_activation = True
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
-            raise ValueError(f"p: the drop probability must lie in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_number(p, "p", 0.0, 1.0, high_open=True)   # the drop probability
         self.seed = None if seed is None else check_int(seed, "seed", low=0)
         self.rng = np.random.default_rng(seed)
         self._mask = None

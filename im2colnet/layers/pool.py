@@ -1,6 +1,6 @@
 """Max and average pooling layers over (N, C, H, W) images (im2colnet.functional pool ops)."""
 from .. import functional as F
-from .._checks import conv_geometry
+from .._checks import check_max_pool_padding, conv_geometry
 from .base import Layer, to_json
 
 __all__ = ["MaxPool2d", "AvgPool2d"]
@@ -8,6 +8,7 @@ __all__ = ["MaxPool2d", "AvgPool2d"]
 
 class _Pool2d(Layer):
     """Shared arguments and geometry: ``stride`` None means stride = kernel_size (tiling windows)."""
+    keeps_activation = True
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -38,11 +39,7 @@ class MaxPool2d(_Pool2d):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding)
-        g = self._geometry
-        if max(g.pt, g.pb) >= g.kh or max(g.pl, g.pr) >= g.kw:
-            raise ValueError(f"padding: max pooling needs each padding smaller than the kernel "
-                             f"(a window of padding only has no winner); got padding={padding!r} "
-                             f"with kernel_size={kernel_size!r}")
+        check_max_pool_padding(self._geometry)
         self._path = None
 
     def forward(self, x, training=False):

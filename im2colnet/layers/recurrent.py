@@ -23,8 +23,8 @@ GEMMs over all steps: dW_ih = dA^T x, dW_hh = dB^T h_prev, dx = dA W_ih.
 """
 import numpy as np
 
-from .._checks import as_float
-from .base import Layer, check_int, check_shape
+from .._checks import as_float, check_int, check_shape
+from .base import Layer
 
 __all__ = ["RNN", "LSTM", "GRU", "LastTimeStep"]
 

@@ -1,34 +1,21 @@
-"""How many threads NumPy's BLAS may use for one matrix product.
+"""NumPy's OpenBLAS, found at run time: its thread count around our small products.
 
-OpenBLAS's worker threads keep spinning for a while after each product. Our
-own kernels (OpenMP) and NumPy's element-wise work then run beside a spinning
-thread, and on a machine with few cores that costs more than a small product
-gains from a second thread: LeNet-5 training on 2 cores ran at 2,346 images/s
-with OpenBLAS on 2 threads and 12,164 images/s with small products on one
-(benchmarks/lenet5_throughput.py, same run conditions). Large products (a VGG
-layer, ~1 GFLOP) still run about 1.9x faster on 2 threads, so they keep them.
+OpenBLAS's worker threads spin for a while after each product, and our kernels
+(OpenMP) and NumPy's element-wise work then share the cores with a spinning
+thread: on 2 cores that costs more than a small product gains from a second
+thread. ``gemm_threads(flops)`` runs the products below SMALL_GEMM_FLOPS on one
+OpenBLAS thread (a VGG layer, ~1 GFLOP, still gains from two); see
+docs/performance.md for the measurements.
 
-The spinning itself is cut short too: ``quiet_idle_threads()`` (run once at
-import) makes OpenBLAS's idle threads go to sleep right after a product
-instead of spinning for 2**28 cycles (~0.1 s), so a multi-threaded product
-(a VGG layer) no longer leaves a spinning thread that the next im2col has to
-share a core with: VGG 64->64 at 14x14, N=64: the im2col blocks after each
-product took 4.3-5.2 ms with spinning threads and 1.4-3.1 ms without (runs
-of the same script), and VGG-small trained at 331 images/s against 368
-(py-spy showed im2col's share fall from 19% to 9%). A thread asleep costs one wake-up (microseconds) at
-the next multi-threaded product, which only the large products get.
+The library is looked up the first time one of these functions needs it (Linux:
+among the libraries in /proc/self/maps), never at import; with another BLAS, or
+when it cannot be found, they do nothing.
 
-``gemm_threads(flops)`` is a context manager that limits OpenBLAS to one
-thread for products below SMALL_GEMM_FLOPS. It finds OpenBLAS among the
-libraries NumPy loaded (Linux: /proc/self/maps); with another BLAS, or when it
-cannot be found, it does nothing.
-
-The thread count is process-wide. Python threads that run small products at
-the same time share one "single-thread" window (a counter under a lock): the
-count drops to 1 when the first enters and is restored when the last leaves.
-Without that, one thread could restore 2 threads while another is inside its
-product, and OpenBLAS rounds some small products differently on 1 and 2
-threads: concurrent results would differ from sequential ones in the last bit.
+The thread count is process-wide. Python threads that run small products at the
+same time share one "single-thread" window (a counter under a lock): the count
+drops to 1 when the first enters and comes back when the last leaves, so no
+product runs on two threads while another expects one (OpenBLAS rounds some
+small products differently on 1 and 2 threads).
 """
 import contextlib
 import ctypes
@@ -79,21 +66,24 @@ def _find_openblas():
     return None
 
 
-_OPENBLAS = _find_openblas()
+@functools.lru_cache(maxsize=None)
+def openblas():
+    """(set_num_threads, get_num_threads) of the OpenBLAS NumPy loaded, or None (looked up once)."""
+    return _find_openblas()
 
 
 def quiet_idle_threads(environ=os.environ):
-    """Make OpenBLAS's idle threads sleep right after a product (see the module docstring).
+    """Make OpenBLAS's idle threads sleep right after a product instead of spinning for
+    2**28 cycles (~0.1 s) beside our kernels; part of tune(), never run at import.
 
-    OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it starts its threads, which
-    happened when NumPy was imported. So this sets the variable, has OpenBLAS
-    read its environment again (``openblas_read_env``) and stops its threads
-    (``blas_thread_shutdown_``, what OpenBLAS itself does before a fork); the
-    next multi-threaded product starts them again with the short timeout.
-    A user's own OPENBLAS_THREAD_TIMEOUT wins (28 is OpenBLAS's default).
-    Returns True when the timeout is now in force.
+    OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it starts its threads. So this puts
+    the variable in the environment just long enough for OpenBLAS to read it again
+    (``openblas_read_env``), then stops OpenBLAS's threads (``blas_thread_shutdown_``,
+    what OpenBLAS itself does before a fork); the next multi-threaded product starts
+    them with the short timeout. os.environ is left as it was. A user's own
+    OPENBLAS_THREAD_TIMEOUT (in ``environ``) wins. True when the timeout is in force.
     """
-    if "OPENBLAS_THREAD_TIMEOUT" in environ:
+    if "OPENBLAS_THREAD_TIMEOUT" in environ or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         return False
     for lib in openblas_libraries():
         read_env = getattr(lib, "openblas_read_env", None)
@@ -104,8 +94,11 @@ def quiet_idle_threads(environ=os.environ):
         read_env.argtypes, read_env.restype = [], None
         timeout.argtypes, timeout.restype = [], ctypes.c_int
         shutdown.argtypes, shutdown.restype = [], ctypes.c_int
-        environ["OPENBLAS_THREAD_TIMEOUT"] = str(IDLE_TIMEOUT_LOG2)
-        read_env()
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(IDLE_TIMEOUT_LOG2)
+        try:
+            read_env()
+        finally:
+            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
         if timeout() != IDLE_TIMEOUT_LOG2:
             return False
         with _lock:  # not while a gemm_threads window changes the thread count
@@ -116,8 +109,8 @@ def quiet_idle_threads(environ=os.environ):
 
 def blas_info():
     """{'openblas_found': bool, 'threads': the BLAS's current thread count or None}."""
-    return {"openblas_found": _OPENBLAS is not None,
-            "threads": None if _OPENBLAS is None else _OPENBLAS[1]()}
+    found = openblas()
+    return {"openblas_found": found is not None, "threads": None if found is None else found[1]()}
 
 
 _lock = threading.Lock()
@@ -129,7 +122,7 @@ _restore_to = None   # the thread count to restore when the last one leaves
 def one_blas_thread():
     """OpenBLAS on one thread inside the block (a window shared by concurrent callers)."""
     global _inside, _restore_to
-    set_threads, get_threads = _OPENBLAS
+    set_threads, get_threads = openblas()
     with _lock:
         if _inside == 0:
             _restore_to = get_threads()
@@ -149,19 +142,20 @@ def set_blas_threads(n):
     """Let OpenBLAS's own products use n threads from now on; False when OpenBLAS was not
     found. Inside a one_blas_thread window the count takes effect when the window closes."""
     global _restore_to
-    if _OPENBLAS is None:
+    found = openblas()
+    if found is None:
         return False
     with _lock:
         if _inside:
             _restore_to = int(n)
         else:
-            _OPENBLAS[0](int(n))
+            found[0](int(n))
     return True
 
 
 def gemm_threads(flops):
     """Run the enclosed product(s) on one BLAS thread when ``flops`` < SMALL_GEMM_FLOPS."""
-    if _OPENBLAS is None or flops >= SMALL_GEMM_FLOPS:
+    if flops >= SMALL_GEMM_FLOPS or openblas() is None:
         return contextlib.nullcontext()
     return one_blas_thread()
 

@@ -1,41 +1,36 @@
 """Matrix products on our own OpenMP threads: one single-threaded BLAS call per thread
 (_kernels/gemm.pyx), with np.matmul as the fallback when that is not possible."""
 import os
+import threading
 
 import numpy
 
 from .._kernels import gemm as _gemm_module
 from . import threads
-from .blas import _OPENBLAS, cblas_gemm_addresses, one_blas_thread
+from .blas import cblas_gemm_addresses, one_blas_thread, openblas
 
-__all__ = ["matmul", "matmul_each", "matmul_each_sum", "threaded_gemm", "enable_threaded_gemm",
-           "THREADED_GEMM_POSSIBLE"]
+__all__ = ["matmul", "matmul_each", "matmul_each_sum", "threaded_gemm"]
 
 
-# Products run on our OpenMP threads (see _kernels/gemm.pyx) when NumPy's OpenBLAS
-# exports the ILP64 CBLAS functions and its thread count can be set to 1 (so that a
-# piece does not start OpenBLAS's own threads), unless IM2COLNET_THREADED_GEMM=0.
-_CBLAS_GEMM = cblas_gemm_addresses() if _OPENBLAS is not None else None
-THREADED_GEMM_POSSIBLE = (_CBLAS_GEMM is not None
-                          and os.environ.get("IM2COLNET_THREADED_GEMM", "1").strip() != "0")
-_gemm_kernel = None   # the gemm kernel module, once enable_threaded_gemm() succeeded
 # Below this many result columns per thread, a product is split along its inner
 # dimension instead (a weight gradient: a small result summed over many pixels).
 _MIN_COLUMNS_PER_PIECE = 64
 
+_gemm_kernel = None      # the gemm kernel module once registered and checked, else None
+_decided = False         # set by the first threaded_gemm() call (the first product)
+_decide_lock = threading.Lock()
 
-def enable_threaded_gemm():
-    """Run matmul() on our threads from now on; True when in use.
 
-    Registers the BLAS functions with the kernel, then checks a few small products
-    (both dtypes, both splits, transposed operands) against np.matmul; on any
-    difference the kernel is unregistered and matmul() keeps using np.matmul.
-    """
-    global _gemm_kernel
-    if not THREADED_GEMM_POSSIBLE:
-        return False
-    _gemm_module.register(*_CBLAS_GEMM)
-    _gemm_kernel = _gemm_module
+def _checked_kernel():
+    """The gemm kernel with NumPy's ILP64 cblas_?gemm registered, after a few small
+    products (both dtypes, both splits, a transposed operand) agreed with np.matmul;
+    None (and nothing registered) when that is not possible or they differ."""
+    if os.environ.get("IM2COLNET_THREADED_GEMM", "1").strip() == "0" or openblas() is None:
+        return None
+    addresses = cblas_gemm_addresses()
+    if addresses is None:
+        return None
+    _gemm_module.register(*addresses)
     rng = numpy.random.default_rng(0)
     try:
         for dtype in (numpy.float32, numpy.float64):
@@ -43,17 +38,26 @@ def enable_threaded_gemm():
                 a = rng.standard_normal((k, m)).astype(dtype).T   # a transposed operand
                 b = rng.standard_normal((k, n)).astype(dtype)
                 out = numpy.empty((m, n), dtype)
-                if not numpy.allclose(matmul(a, b, out), a @ b, rtol=1e-4, atol=1e-4):
+                if not numpy.allclose(_threaded_matmul(_gemm_module, a, b, out, False), a @ b,
+                                      rtol=1e-4, atol=1e-4):
                     raise ArithmeticError(f"threaded {numpy.dtype(dtype).name} product differs")
-    except Exception:
+    except Exception:  # noqa: BLE001 -- any failure: stay on np.matmul
         _gemm_module.register(0, 0)
-        _gemm_kernel = None
-        return False
-    return True
+        return None
+    return _gemm_module
 
 
 def threaded_gemm():
-    """True when matmul() runs products on our threads."""
+    """True when matmul() runs products on our threads: NumPy's OpenBLAS exports the
+    ILP64 CBLAS functions, its thread count can be set to 1 (so that a piece does not
+    start OpenBLAS's own threads), a self-check agrees, and IM2COLNET_THREADED_GEMM is
+    not 0. Decided at the first call (the first product), not at import."""
+    global _gemm_kernel, _decided
+    if not _decided:
+        with _decide_lock:
+            if not _decided:
+                _gemm_kernel = _checked_kernel()
+                _decided = True
     return _gemm_kernel is not None
 
 
@@ -84,21 +88,26 @@ def matmul(a, b, out, accumulate=False):
     on an OpenMP thread; else it is np.matmul, on as many BLAS threads as the
     caller's gemm_threads() window allows.
     """
-    if _gemm_kernel is None:  # the caller chose the BLAS's thread count (gemm_threads)
+    if not threaded_gemm():  # the caller chose the BLAS's thread count (gemm_threads)
         if accumulate:
             out += a @ b
         else:
             numpy.matmul(a, b, out=out)
         return out
+    return _threaded_matmul(_gemm_kernel, a, b, out, accumulate)
+
+
+def _threaded_matmul(kernel, a, b, out, accumulate):
+    """matmul on our threads through the gemm kernel module ``kernel``."""
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     a, a_t, lda = _matrices(a)
     b, b_t, ldb = _matrices(b)
     with one_blas_thread():
         if n >= threads.thread_count() * _MIN_COLUMNS_PER_PIECE or k < n:
-            _gemm_kernel.matmul_split_columns(a, a_t, lda, b, b_t, ldb, out, accumulate, threads.thread_count())
+            kernel.matmul_split_columns(a, a_t, lda, b, b_t, ldb, out, accumulate, threads.thread_count())
             return out
         partial = numpy.empty((threads.thread_count(), m, n), dtype=out.dtype)
-        _gemm_kernel.matmul_split_sum(a, a_t, lda, b, b_t, ldb, partial)
+        kernel.matmul_split_sum(a, a_t, lda, b, b_t, ldb, partial)
     return _add_pieces(partial, out, accumulate)
 
 
@@ -122,7 +131,7 @@ def matmul_each(a, b, out):
     our threads, one BLAS call each, reading and writing the views in place;
     else it is np.matmul.
     """
-    if _gemm_kernel is None:
+    if not threaded_gemm():
         return numpy.matmul(a, b, out=out)
     stored, out_t, ldc = _matrices(out)
     if stored is not out or out_t:
@@ -142,7 +151,7 @@ def matmul_each_sum(a, b, out, accumulate=False):
     range summed into its own partial result, the partials added in a fixed
     order; else np.matmul and a sum.
     """
-    if _gemm_kernel is None:
+    if not threaded_gemm():
         partial = numpy.matmul(a, b).sum(axis=0, keepdims=True)
     else:
         a, a_t, lda = _matrices(a)

@@ -3,21 +3,18 @@
 A training step allocates and frees the same arrays every step (activations,
 gradients, 0.1-2 MiB each). glibc's malloc gives such blocks back to the
 kernel (munmap, or trimming the top of the heap), so the next step's arrays
-start on fresh pages that the kernel must fault in and zero: about 310 page
-faults per LeNet-5 training step at batch 64, which cost 8-15% of the step on
-the 2-core test machine (A/B in one session: 9,400-10,400 images/s with the
-faults, 11,200-11,600 without; the process's peak resident memory was 58 MiB
-either way).
+start on fresh pages that the kernel must fault in and zero (hundreds of page
+faults per LeNet-5 step; docs/performance.md has what they cost).
 
 Two malloc settings stop that:
   M_MMAP_THRESHOLD = 32 MiB  blocks below it come from the heap (glibc's own
                              adaptive threshold stops growing at this value);
   M_TOP_PAD = 16 MiB         the heap keeps up to 16 MiB spare at its top when
                              it shrinks, instead of returning every free page.
-They are set once, at import, for the whole process, and only with glibc
-(elsewhere nothing happens). ``IM2COLNET_MALLOC_TUNING=0`` leaves malloc as
-it is, and so does a user's own MALLOC_TOP_PAD_, MALLOC_MMAP_THRESHOLD_ or
-GLIBC_TUNABLES setting.
+They are process-wide, so they are set only by ``im2colnet.runtime.tune()``
+(never at import), and only with glibc (elsewhere nothing happens).
+``IM2COLNET_MALLOC_TUNING=0`` leaves malloc as it is, and so does a user's own
+MALLOC_TOP_PAD_, MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES setting.
 """
 import ctypes
 import os

@@ -25,17 +25,14 @@ def parallel_min_work():
     """Elements of work from which an element-wise kernel (ReLU, max pooling, batch
     norm) runs on several OpenMP threads rather than on the calling one.
 
-    It depends on how idle OpenMP threads wait, which im2colnet's import fixed
-    (read once, at the first call). Measured on 2 cores (kernel sweeps, serial
-    against threaded):
-    - passive waiting (OMP_WAIT_POLICY=PASSIVE): starting a parallel region costs
-      15-40 us, what one thread needs to stream ~300,000 float32 values: ReLU on
-      300k elements 44 us serial against 59 threaded, on 1M 139 / 132, on 3M
-      474 / 297; so threads from 2**20 elements.
-    - active waiting for a while (GOMP_SPINCOUNT, the default with our threaded
-      products): the second thread is awake and threads win from about 100k
-      elements (ReLU on 102k: 12 us serial, 8 threaded; on 301k: 32 / 22; the
-      max-pool scatter on (64,16,28,28): 148 / 76 us); so from 2**16.
+    It depends on how idle OpenMP threads wait (read once, at the first call):
+    - OMP_WAIT_POLICY=PASSIVE (the user's choice): waking the threads for a
+      parallel region costs what one thread needs to stream ~300,000 float32
+      values, so threads from 2**20 elements;
+    - otherwise idle threads spin for a while (GOMP_SPINCOUNT: ours, 30,000, see
+      _check_build.py, or the user's), the second thread is awake, and threads win
+      from about 100,000 elements: from 2**16.
+    docs/performance.md has the kernel sweeps behind both figures.
     """
     passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
     return 1 << 20 if passive else 1 << 16

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ..layers.base import check_int
+from .._checks import check_int
 from ..layers.linear import Dropout
 from ..model import count_correct
 from ..optim import get_optimizer
