@@ -112,6 +112,7 @@ setup(
         "im2colnet.training",
         "im2colnet.models",
         "im2colnet.apps",
+        "im2colnet.onnx",
     ],
     # The model zoo lives in the top-level models/ folder of the repository.
     package_dir={"im2colnet.models": "models"},

@@ -11,12 +11,14 @@ own package), never inside a function (tests/test_import_order.py checks this):
     functional/       the operations (reference.py and numpy_im2col.py: the two
                       independent references; info.py, datasets.py beside them)
     layers/           thin layer objects, one file per functional file of the same name
-    losses, optim     objective functions and optimizers
+    losses, optim     objective functions and optimizers; state_dict (PyTorch's weight names)
     model             Model: the stack of layers, inference, evaluation, summary, config
     training/         the fit loop, callbacks, progress bar, Ctrl-C between steps
     serialization     the HDF5 model file (save_model, read_model)
     sequential        the public Sequential = Model + fit + save; load_model
-    models/           the zoo (lenet5, vgg_small), installed as im2colnet.models
+    models/           the zoo (lenet5, vgg_small), installed as im2colnet.models;
+                      onnx/ beside it (export, load; needs the onnx extra, imported by
+                      nothing but the command's export, when it runs)
     this file         the public namespace
     apps/             the im2colnet command (cli), its demo and bench, the PyTorch peer
 """

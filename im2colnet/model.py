@@ -24,6 +24,7 @@ from .layers import LAYERS
 from .layers.activation import ReLU
 from .layers.base import Layer, ParamLayer, as_generator
 from .losses import CrossEntropyLoss, get_loss
+from .state_dict import load_state_dict, state_dict
 
 __all__ = ["Model", "Residual", "count_correct", "LAYER_TYPES"]
 
@@ -190,6 +191,16 @@ class Model:
 
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
+
+    def state_dict(self):
+        """{PyTorch nn.Sequential name: array copy}, e.g. "0.weight", "1.running_mean"
+        (im2colnet.state_dict.state_dict)."""
+        return state_dict(self)
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays named as by state_dict() (e.g. a PyTorch model's) into the model
+        (im2colnet.state_dict.load_state_dict)."""
+        return load_state_dict(self, state, strict)
 
     def state_copy(self):
         """Copies of every parameter and buffer (see load_state)."""

@@ -23,6 +23,7 @@ and version, the JSON, the layer types and configs, the presence, shape and
 dtype of every dataset (and the absence of others) and the checksum; any
 failure is a ModelFormatError naming the file and the reason.
 """
+import contextlib
 import datetime
 import hashlib
 import json
@@ -36,7 +37,7 @@ from ._version import __version__
 from .model import Model
 from .optim import OPTIMIZERS
 
-__all__ = ["ModelFormatError", "save_model", "read_model", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["ModelFormatError", "save_model", "read_model", "atomic_path", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "im2colnet-model"
 FORMAT_VERSION = 1
@@ -74,6 +75,29 @@ def _json(value, what):
         raise TypeError(f"{what}: must be JSON-serialisable ({exc})") from None
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary file name beside ``path`` to write to: when the block completes the file
+    is synced and renamed over ``path`` (os.replace is atomic); when it fails it is removed.
+    The file gets the usual permissions (0666 & ~umask, not mkstemp's 0600)."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        yield tmp
+        with open(tmp, "rb+") as fh:   # the bytes are on disk before the rename publishes them
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def save_model(model, path, metadata=None, optimizer=None):
     """Write a built Model (a Sequential) (and optionally its optimizer's state, to ``path`` atomically.
 
@@ -87,15 +111,7 @@ def save_model(model, path, metadata=None, optimizer=None):
     meta_json = _json(meta, "metadata")
     arch_json = _json(model.get_config(), "architecture")
     arrays = _named_arrays(model)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        # mkstemp makes the file private (0600); a saved model gets the usual 0666 & ~umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -109,13 +125,6 @@ def save_model(model, path, metadata=None, optimizer=None):
                 weights.create_dataset(name, data=array)
             if optimizer is not None:
                 _write_optimizer(f.create_group("optimizer"), optimizer)
-        with open(tmp, "rb+") as fh:   # the bytes are on disk before the rename publishes them
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     model.metadata = meta
     return path
 

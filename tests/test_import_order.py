@@ -23,12 +23,12 @@ LEVELS = [
     ("im2colnet.functional", "im2colnet.reference", "im2colnet.numpy_im2col", "im2colnet.info",
      "im2colnet.datasets"),
     ("im2colnet.layers",),
-    ("im2colnet.losses", "im2colnet.optim"),
+    ("im2colnet.losses", "im2colnet.optim", "im2colnet.state_dict"),
     ("im2colnet.model",),
     ("im2colnet.training",),
     ("im2colnet.serialization",),
     ("im2colnet.sequential",),
-    ("im2colnet.models",),
+    ("im2colnet.models", "im2colnet.onnx"),
     ("im2colnet",),
     ("im2colnet.apps",),
     ("im2colnet.cli", "im2colnet.__main__"),
@@ -117,8 +117,15 @@ def test_every_module_has_a_level():
     assert [m for m in MODULES if _level(m) is None] == []
 
 
+# Subpackages that need an optional extra (onnx, mpi4py) are imported inside the one
+# function that uses them, so that everything else runs without the extra. Such an
+# import must still point down the order (test_imports_point_down_the_order).
+OPTIONAL_EXTRAS = ("im2colnet.onnx", "im2colnet.training.distributed")
+
+
 def test_no_import_of_ours_inside_a_function():
-    inside = [f"{a} -> {b} (line {line})" for a, b, line, in_function in EDGES if in_function]
+    inside = [f"{a} -> {b} (line {line})" for a, b, line, in_function in EDGES
+              if in_function and not b.startswith(OPTIONAL_EXTRAS)]
     assert inside == []
 
 

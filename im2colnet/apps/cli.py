@@ -4,6 +4,7 @@
     im2colnet evaluate FILE.h5|MODEL[:pretrained]            accuracy, loss, confusion matrix
     im2colnet predict FILE.h5|MODEL IMAGE...                 class and probability per image
     im2colnet summary FILE.h5|MODEL                          layer table and metadata
+    im2colnet export FILE.h5|MODEL[:pretrained] OUT.onnx     the model as ONNX (needs onnx)
     im2colnet bench [--quick]                                im2col against direct convolution
     im2colnet demo                                           a few minutes' tour of all of it
 
@@ -160,6 +161,20 @@ def cmd_summary(args, out=sys.stdout):
     return 0
 
 
+def cmd_export(args, out=sys.stdout):
+    """Write MODEL as an ONNX file (im2colnet.onnx.export), with the class names in its metadata."""
+    try:
+        # imported here, not at the top: im2colnet.onnx needs the optional onnx package
+        from .. import onnx as im2colnet_onnx
+    except ImportError as exc:     # its message says what to install
+        raise CommandError(str(exc)) from None
+    model, meta = load_model_spec(args.model)
+    extra = {"classes": CLASS_NAMES[meta["dataset"]]} if meta.get("dataset") in CLASS_NAMES else {}
+    im2colnet_onnx.export(model, args.out, opset=args.opset, metadata=extra)
+    print(f"wrote {args.out} (ONNX opset {args.opset}, input {model.input_shape} per sample)", file=out)
+    return 0
+
+
 def cmd_bench(args, out=sys.stdout):
     try:
         bench.run(args, out=out)
@@ -233,6 +248,14 @@ def build_parser():
                                    "and the file's metadata.")
     p.add_argument("model", metavar="FILE.h5|MODEL[:pretrained]", help=spec_help)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("export", help="write a model as ONNX (for ONNX Runtime, Netron, ...)",
+                       description="Write a model as an ONNX file (needs onnx: pip install "
+                                   "'im2colnet[onnx]'); the batch size stays free.")
+    p.add_argument("model", metavar="FILE.h5|MODEL[:pretrained]", help=spec_help)
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="im2col + GEMM against direct convolution and others",
                        description=bench.__doc__,

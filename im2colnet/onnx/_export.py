@@ -1,0 +1,262 @@
+"""im2colnet.onnx.export: a Sequential as an ONNX model (one chain of nodes).
+
+Each layer becomes the ONNX node it is, in inference form:
+
+    Conv2d        Conv, every padding form as explicit pads (top, left, bottom, right);
+                  a negative pad (a crop) is a Slice of the input before the Conv
+    BatchNorm     BatchNormalization (spatial); per-activation: Reshape (N, C*H*W),
+                  BatchNormalization, Reshape back (one statistic per activation)
+    ReLU, Tanh, Sigmoid, ELU    Relu, Tanh, Sigmoid, Elu
+    Maxout        Reshape (N, C/p, p, ...), ReduceMax over the p pieces
+    MaxPool2d     MaxPool; AvgPool2d: AveragePool with count_include_pad=1 (our divisor)
+    Flatten       Flatten(axis=1)
+    Linear        Gemm (transB=1), after a Flatten when the input is an image;
+                  on a sequence (N, T, F): MatMul + Add
+    Dropout       nothing (the identity in inference)
+    Softmax       Softmax(axis=1), inside Flatten ... Reshape for an (N, C, H, W) input
+    RNN/LSTM/GRU  RNN/LSTM/GRU, one node per stacked layer, gates in ONNX's order,
+                  GRU with linear_before_reset=1; Transposes to and from ONNX's (T, N, F)
+    LastTimeStep  Gather(index -1, axis 1)
+
+The batch axis is symbolic ("N"); the model's metadata goes into metadata_props.
+"""
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .._version import __version__
+from .._checks import conv_geometry
+from ..serialization import atomic_path
+from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, ELU, Flatten,
+                      GRU, LSTM, LastTimeStep, Linear, MaxPool2d, Maxout, ReLU, RNN, Sigmoid,
+                      Softmax, Tanh)
+from ..sequential import Sequential
+from ._common import MIN_OPSET, RECURRENT, to_onnx_gates
+
+__all__ = ["export"]
+
+INPUT, OUTPUT = "input", "output"
+
+
+class _Graph:
+    """The nodes and initialisers written so far, and the tensor the chain has reached."""
+
+    def __init__(self, dtype, opset):
+        self.dtype, self.opset = np.dtype(dtype), opset
+        self.nodes, self.initializers = [], []
+        self.tensor = INPUT
+
+    def const(self, name, array, dtype=None):
+        """An initialiser (in the model's dtype unless dtype is given); returns its name."""
+        array = np.array(array, dtype=self.dtype if dtype is None else dtype, order="C")
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def ints(self, name, values):
+        return self.const(name, np.asarray(values, np.int64), np.int64)
+
+    def node(self, op, name, *inputs, outputs=1, **attrs):
+        """Append a node reading (the chain's tensor if inputs is empty) and moving the chain
+        to its first output."""
+        inputs = inputs or (self.tensor,)
+        names = [name if k == 0 else f"{name}:{k}" for k in range(outputs)]
+        self.nodes.append(helper.make_node(op, list(inputs), names, name=name, **attrs))
+        self.tensor = names[0]
+        return names[0]
+
+
+def _crop_and_pads(graph, prefix, g, in_hw):
+    """ONNX pads [top, left, bottom, right] >= 0 for a geometry; negative pads (crops)
+    become a Slice of the input first."""
+    crop = [max(-p, 0) for p in (g.pt, g.pl, g.pb, g.pr)]
+    if any(crop):
+        starts = graph.ints(f"{prefix}.crop_starts", crop[:2])
+        ends = graph.ints(f"{prefix}.crop_ends", [in_hw[0] - crop[2], in_hw[1] - crop[3]])
+        axes = graph.ints(f"{prefix}.crop_axes", [2, 3])
+        graph.node("Slice", f"{prefix}/Slice", graph.tensor, starts, ends, axes)
+    return [max(p, 0) for p in (g.pt, g.pl, g.pb, g.pr)]
+
+
+def _conv(graph, i, layer, shape):
+    g = conv_geometry(shape[1:], layer.kernel_size, layer.stride, layer.padding,
+                      layer.dilation, layer.anchor)
+    pads = _crop_and_pads(graph, str(i), g, shape[1:])
+    inputs = [graph.tensor, graph.const(f"{i}.weight", layer.params["weight"])]
+    if layer.bias:
+        inputs.append(graph.const(f"{i}.bias", layer.params["bias"]))
+    graph.node("Conv", f"{i}/Conv", *inputs, kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw],
+               dilations=[g.dh, g.dw], pads=pads, group=1)
+
+
+def _pool(graph, i, layer, shape):
+    stride = layer.kernel_size if layer.stride is None else layer.stride
+    g = conv_geometry(shape[1:], layer.kernel_size, stride, layer.padding)
+    pads = _crop_and_pads(graph, str(i), g, shape[1:])
+    window = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw], pads=pads, ceil_mode=0)
+    if isinstance(layer, MaxPool2d):
+        graph.node("MaxPool", f"{i}/MaxPool", **window)
+    else:   # padding counts as 0 and is included in the divisor, as ours
+        graph.node("AveragePool", f"{i}/AveragePool", count_include_pad=1, **window)
+
+
+def _batchnorm(graph, i, layer, shape):
+    stats = [graph.const(f"{i}.{name}", store[name].reshape(-1)) for store, name in
+             ((layer.params, "gamma"), (layer.params, "beta"),
+              (layer.buffers, "running_mean"), (layer.buffers, "running_var"))]
+    per_activation = layer.mode == "per_activation" and len(shape) > 1
+    if per_activation:    # one statistic per (c, i, j): a BN over N x (C*H*W) features
+        graph.node("Reshape", f"{i}/Reshape", graph.tensor,
+                   graph.ints(f"{i}.features_shape", [0, int(np.prod(shape))]))
+    graph.node("BatchNormalization", f"{i}/BatchNormalization", graph.tensor, *stats,
+               epsilon=layer.eps, momentum=1.0 - layer.momentum)
+    if per_activation:
+        graph.node("Reshape", f"{i}/Reshape_back", graph.tensor,
+                   graph.ints(f"{i}.image_shape", [0, *shape]))
+
+
+def _maxout(graph, i, layer, shape):
+    groups = (shape[0] // layer.pieces, layer.pieces, *shape[1:])
+    graph.node("Reshape", f"{i}/Reshape", graph.tensor, graph.ints(f"{i}.pieces_shape", [0, *groups]))
+    if graph.opset >= 18:     # ReduceMax takes its axes as an input from opset 18
+        graph.node("ReduceMax", f"{i}/ReduceMax", graph.tensor, graph.ints(f"{i}.axes", [2]),
+                   keepdims=0)
+    else:
+        graph.node("ReduceMax", f"{i}/ReduceMax", axes=[2], keepdims=0)
+
+
+def _linear(graph, i, layer, shape):
+    w = layer.params["weight"]
+    if layer._per_step(shape):       # (N, T, F): x W^T + b at every step
+        graph.node("MatMul", f"{i}/MatMul", graph.tensor, graph.const(f"{i}.weight_t", w.T))
+        if layer.bias:
+            graph.node("Add", f"{i}/Add", graph.tensor, graph.const(f"{i}.bias", layer.params["bias"]))
+        return
+    if len(shape) > 1:
+        graph.node("Flatten", f"{i}/Flatten", axis=1)
+    inputs = [graph.tensor, graph.const(f"{i}.weight", w)]
+    if layer.bias:
+        inputs.append(graph.const(f"{i}.bias", layer.params["bias"]))
+    graph.node("Gemm", f"{i}/Gemm", *inputs, transB=1)
+
+
+def _softmax(graph, i, layer, shape):
+    if len(shape) == 1:
+        graph.node("Softmax", f"{i}/Softmax", axis=1)
+        return
+    # Ours normalises over all non-batch axes together.
+    graph.node("Flatten", f"{i}/Flatten", axis=1)
+    graph.node("Softmax", f"{i}/Softmax", axis=1)
+    graph.node("Reshape", f"{i}/Reshape", graph.tensor, graph.ints(f"{i}.shape", [0, *shape]))
+
+
+def _recurrent(graph, i, layer, shape):
+    op, order = RECURRENT[type(layer).__name__]
+    H = layer.hidden_size
+    graph.node("Transpose", f"{i}/Transpose", perm=[1, 0, 2])     # (N, T, F) -> (T, N, F)
+    attrs = {"hidden_size": H}
+    if op == "GRU":       # r multiplies (W_hn h + b_hn): PyTorch's form
+        attrs["linear_before_reset"] = 1
+    if op == "RNN":
+        attrs["activations"] = ["Tanh" if layer.nonlinearity == "tanh" else "Relu"]
+    for k in range(layer.num_layers):
+        p = {name: layer.params[f"{name}_l{k}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        w = graph.const(f"{i}.W_l{k}", to_onnx_gates(p["weight_ih"], order)[None])
+        r = graph.const(f"{i}.R_l{k}", to_onnx_gates(p["weight_hh"], order)[None])
+        b = graph.const(f"{i}.B_l{k}", np.concatenate([to_onnx_gates(p["bias_ih"], order),
+                                                       to_onnx_gates(p["bias_hh"], order)])[None])
+        graph.node(op, f"{i}/{op}_l{k}", graph.tensor, w, r, b, **attrs)   # Y: (T, 1, N, H)
+        graph.node("Squeeze", f"{i}/Squeeze_l{k}", graph.tensor, graph.ints(f"{i}.squeeze_axes_l{k}", [1]))
+    graph.node("Transpose", f"{i}/Transpose_back", perm=[1, 0, 2])
+
+
+def _last_step(graph, i, layer, shape):
+    graph.node("Gather", f"{i}/Gather", graph.tensor, graph.ints(f"{i}.last", -1), axis=1)
+
+
+def _unary(op, **attrs):
+    def emit(graph, i, layer, shape):
+        graph.node(op, f"{i}/{op}", **{k: f(layer) for k, f in attrs.items()})
+    return emit
+
+
+_EMITTERS = {
+    Conv2d: _conv, MaxPool2d: _pool, AvgPool2d: _pool, BatchNorm2d: _batchnorm,
+    BatchNorm1d: _batchnorm, ReLU: _unary("Relu"), Tanh: _unary("Tanh"),
+    Sigmoid: _unary("Sigmoid"), ELU: _unary("Elu", alpha=lambda layer: layer.alpha),
+    Maxout: _maxout, Flatten: _unary("Flatten", axis=lambda layer: 1), Linear: _linear,
+    Dropout: lambda *args: None, Softmax: _softmax, RNN: _recurrent, LSTM: _recurrent,
+    GRU: _recurrent, LastTimeStep: _last_step,
+}
+
+
+def _metadata_props(model, metadata):
+    """{key: text}: strings as they are, anything else as JSON."""
+    meta = {**(getattr(model, "metadata", None) or {}), **(metadata or {})}
+    out = {}
+    for key, value in meta.items():
+        out[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return out
+
+
+def build_model_proto(model, opset=17, metadata=None):
+    """The onnx.ModelProto of a Sequential (see export), checked with onnx.checker."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model: expected an im2colnet Sequential, got {type(model).__name__}")
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset: expected an int from {MIN_OPSET} to {newest} (the newest this "
+                         f"onnx {onnx.__version__} knows), got {opset!r}")
+    if model.input_shape is None:
+        raise ValueError("model: its input shape is unknown; give Sequential(..., input_shape=...) "
+                         "or build(input_shape) before exporting")
+    if not model.built:       # as forward() would: fresh weights (seed 0)
+        model.build()
+    graph = _Graph(model.dtype, opset)
+    shapes = [model.input_shape] + model._shapes(model.input_shape)
+    for i, layer in enumerate(model.layers):
+        emit = _EMITTERS.get(type(layer))
+        if emit is None:
+            raise ValueError(f"model: layer {i} ({type(layer).__name__}) has no ONNX form in "
+                             f"im2colnet.onnx.export")
+        emit(graph, i, layer, shapes[i])
+    if graph.tensor == INPUT:      # nothing but Dropout: the output still needs a node
+        graph.node("Identity", "Identity")
+    graph.nodes[-1].output[0] = OUTPUT
+    elem = helper.np_dtype_to_tensor_dtype(graph.dtype)
+    proto = helper.make_graph(
+        graph.nodes, model.name,
+        [helper.make_tensor_value_info(INPUT, elem, ["N", *model.input_shape])],
+        [helper.make_tensor_value_info(OUTPUT, elem, ["N", *shapes[-1]])],
+        initializer=graph.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    onnx_model = helper.make_model(proto, opset_imports=opsets, producer_name="im2colnet",
+                                   producer_version=__version__,
+                                   ir_version=helper.find_min_ir_version_for(opsets))
+    onnx_model.doc_string = f"im2colnet Sequential {model.name!r}, input (N, *{model.input_shape})"
+    helper.set_model_props(onnx_model, _metadata_props(model, metadata))
+    onnx.checker.check_model(onnx_model, full_check=True)
+    return onnx_model
+
+
+def export(model, path, opset=17, metadata=None):
+    """Write a Sequential to ``path`` as an ONNX model; returns the path.
+
+    The model must know its input_shape; one that is not built yet is built first
+    (fresh weights, seed 0), as forward() would. A float64 model is written in
+    double precision (ONNX Runtime's CPU Conv runs float32 only).
+
+    opset: the ONNX operator set version (from 13 to the newest the installed onnx
+    knows). metadata: a dict added over model.metadata in ``metadata_props``
+    (non-string values as JSON). The input is named "input", shape ("N", *input_shape);
+    the output "output". The file is written to a temporary file beside ``path`` and
+    renamed over it only when complete. A layer without an ONNX form is a ValueError
+    naming it.
+    """
+    data = build_model_proto(model, opset, metadata).SerializeToString()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return os.fspath(path)
