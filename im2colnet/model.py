@@ -415,6 +415,11 @@ class Residual(Layer):
             parts.append(("shortcut", self.shortcut))
         return parts
 
+    def children(self):
+        """("block.<i>", layer) and ("shortcut.<i>", layer) for every sub-layer."""
+        return [(f"{prefix}.{i}", layer) for prefix, stack in self._parts()
+                for i, layer in enumerate(stack.layers)]
+
     def _collect(self):
         """Refill params/grads/buffers (in place: training loops keep these dicts) from the sub-layers."""
         for store, attr in ((self.params, "params"), (self.grads, "grads"), (self.buffers, "buffers")):

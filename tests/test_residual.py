@@ -209,3 +209,11 @@ def test_resnet_small_matches_torch_forward_and_gradients():
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-7, atol=1e-10)
     torch_conv = theirs[9].shortcut[0].weight.grad.numpy()       # a projection's weight gradient
     np.testing.assert_allclose(ours.layers[9].grads["shortcut/0/weight"], torch_conv, rtol=1e-7, atol=1e-10)
+    # state_dict under torch's names both ways: torch's trained-mode statistics come back to us.
+    theirs_state = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
+    assert list(ours.state_dict()) == list(theirs_state)
+    fresh = resnet_small().astype(np.float64)
+    fresh.load_state_dict(theirs_state)
+    theirs.eval()
+    np.testing.assert_allclose(fresh.predict(x), theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-9, atol=1e-10)

@@ -117,6 +117,10 @@ class Layer(Configurable):
                         store[key] = kept
         return self
 
+    def children(self):
+        """[(name, layer)] of the layers this one is made of (none here; see Residual)."""
+        return []
+
     def _prepare(self, x):
         """At the start of forward: build a layer not built yet, then check the dtypes."""
         if not self.built:
