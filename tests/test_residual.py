@@ -217,3 +217,22 @@ def test_resnet_small_matches_torch_forward_and_gradients():
     theirs.eval()
     np.testing.assert_allclose(fresh.predict(x), theirs(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-9, atol=1e-10)
+
+
+def test_resnet_small_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
+    """The exported graph (each Residual: both branches from one input, then Add), run by
+    ONNX Runtime, gives our inference scores."""
+    ort = pytest.importorskip("onnxruntime")
+    import im2colnet.onnx as inet_onnx
+    from im2colnet.models import resnet_small
+    model = resnet_small().reset_parameters(0)
+    rng = np.random.default_rng(8)
+    for name, array in {**model.parameters(), **{f"{i}/{k}": v for i, layer in enumerate(model.layers)
+                                                   for k, v in layer.buffers.items()}}.items():
+        if "gamma" in name or "beta" in name or "running_mean" in name:   # non-trivial BN
+            array += 0.1 * rng.standard_normal(array.shape).astype(array.dtype)
+    path = inet_onnx.export(model, tmp_path / "resnet_small.onnx")
+    x = rng.random((3, 1, 28, 28), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(theirs, model.predict(x), rtol=1e-4, atol=1e-5)
