@@ -12,7 +12,8 @@ own package), never inside a function (tests/test_import_order.py checks this):
                       independent references; info.py, datasets.py beside them)
     layers/           thin layer objects, one file per functional file of the same name
     losses, optim     objective functions and optimizers; state_dict (PyTorch's weight names)
-    model             Model: the stack of layers, inference, evaluation, summary, config
+    model             Model: the stack of layers, inference, evaluation, summary, config;
+                      Residual, the layer that holds Models
     training/         the fit loop, callbacks, progress bar, Ctrl-C between steps
     serialization     the HDF5 model file (save_model, read_model)
     sequential        the public Sequential = Model + fit + save; load_model
