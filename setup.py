@@ -63,12 +63,22 @@ if OPENMP:
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")
 
+# C sources compiled into one kernel's extension (besides its .pyx): the packed GEMM's
+# driver and its micro-kernels, each compiled for its own instruction set by function
+# attributes (no global -march flag) and chosen at run time.
+CSRC = os.path.join("im2colnet", "_kernels", "csrc")
+C_SOURCES = {
+    "packed_conv": [os.path.join(CSRC, name) for name in (
+        "packed_conv.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c")],
+}
+
 extensions = []
 for pyx in sorted(glob.glob(os.path.join("im2colnet", "_kernels", "*.pyx"))):
     module = os.path.splitext(pyx)[0].replace(os.sep, ".")
+    name = os.path.basename(os.path.splitext(pyx)[0])
     extensions.append(Extension(
-        module, [pyx],
-        include_dirs=[np.get_include()],
+        module, [pyx] + C_SOURCES.get(name, []),
+        include_dirs=[np.get_include(), CSRC],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

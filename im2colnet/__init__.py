@@ -25,6 +25,7 @@ own package), never inside a function (tests/test_import_order.py checks this):
 """
 from ._version import __version__  # noqa: F401
 from ._check_build import build_info  # noqa: F401  (imports the kernels, or says how to build them)
+from ._check_build import set_kernel_level as _set_kernel_level  # noqa: F401  (for tests)
 from .runtime.threads import one_thread_in_forked_children as _one_thread_in_forked_children
 
 # A child forked after our kernels ran would hang at its first parallel kernel

@@ -44,7 +44,7 @@ _SET_SPIN_COUNT = not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ)
 if _SET_SPIN_COUNT:
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
 try:
-    from ._kernels import batchnorm, conv_direct, gemm, im2col, pool, relu  # noqa: F401
+    from ._kernels import batchnorm, conv_direct, gemm, im2col, packed_conv, pool, relu  # noqa: F401
 except ImportError as exc:
     raise ImportError(_HOW_TO_BUILD.format(error=exc)) from exc
 finally:
@@ -53,7 +53,17 @@ finally:
 
 
 def build_info():
-    """How the compiled kernels were built: {'openmp': bool, 'boundscheck': bool}."""
+    """How the compiled kernels were built and which micro-kernels run:
+    {'openmp': bool, 'boundscheck': bool, 'kernel': the packed GEMM's level in use
+    ("avx512", "avx2" or "portable"; IM2COLNET_KERNEL forces one),
+    'kernels_supported': the levels this CPU runs}."""
     if _build_config is None:
         raise ImportError(_HOW_TO_BUILD.format(error="im2colnet/_build_config.py is missing"))
-    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK}
+    return {"openmp": _build_config.OPENMP, "boundscheck": _build_config.BOUNDSCHECK,
+            "kernel": packed_conv.level(), "kernels_supported": packed_conv.supported_levels()}
+
+
+def set_kernel_level(name):
+    """Run the packed GEMM's micro-kernel level `name` from now on; returns the previous
+    one (for tests: the process-wide choice IM2COLNET_KERNEL makes at import)."""
+    return packed_conv.set_level(name)

@@ -207,12 +207,30 @@ def resolve_padding(padding, kernel_size, stride, dilation, in_hw, anchor=None):
     return ((ph, ph), (pw, pw))
 
 
-def conv_output_size(size, k, s, p0, p1, d, axis="H"):
-    """Ho = (H + pt + pb - d*(k-1) - 1) // s + 1 (Chainer's get_conv_outsize, per axis)."""
-    out = (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+def conv_output_size(size, k, s, p0, p1, d, axis="H", ceil_mode=False):
+    """Ho = (H + pt + pb - d*(k-1) - 1) // s + 1 (Chainer's get_conv_outsize, per axis).
+
+    ceil_mode (pooling): the division rounds up, so a last, partial window may
+    reach past the bottom/right padding, but (PyTorch's rule) only while it
+    starts inside the input or the top/left padding: (Ho-1)*s < H + pt.
+    """
+    span = d * (k - 1) + 1
+    if ceil_mode:
+        if size + p0 + p1 < span:
+            raise ValueError(
+                f"kernel_size: the (dilated) kernel {span} is larger than the padded input "
+                f"along {axis} (size {size} + padding ({p0}, {p1})); ceil_mode does not pad it")
+        out = -(-(size + p0 + p1 - span) // s) + 1
+        if (out - 1) * s >= size + p0:
+            out -= 1
+        if out < 1:
+            raise ValueError(f"padding: no window starts inside the input along {axis} "
+                             f"(size {size}, padding ({p0}, {p1}))")
+        return out
+    out = (size + p0 + p1 - span) // s + 1
     if out < 1 or size + p0 + p1 < 1:
         raise ValueError(
-            f"kernel_size: the (dilated) kernel {d * (k - 1) + 1} does not fit the padded "
+            f"kernel_size: the (dilated) kernel {span} does not fit the padded "
             f"input along {axis}: size {size} + padding ({p0}, {p1}) gives output size {out}")
     return out
 
@@ -222,14 +240,18 @@ ConvGeometry = namedtuple(
 ConvGeometry.__doc__ = """Everything a sliding-window kernel needs, per axis, in plain ints."""
 
 
-def conv_geometry(in_hw, kernel_size, stride=1, padding=0, dilation=1, anchor=None):
-    """Check and normalise the window arguments for an input of spatial size in_hw."""
+def conv_geometry(in_hw, kernel_size, stride=1, padding=0, dilation=1, anchor=None,
+                  ceil_mode=False):
+    """Check and normalise the window arguments for an input of spatial size in_hw.
+
+    ceil_mode=True (pooling only) rounds the output size up, see conv_output_size.
+    """
     kh, kw = positive_pair(kernel_size, "kernel_size")
     sh, sw = positive_pair(stride, "stride")
     dh, dw = positive_pair(dilation, "dilation")
     (pt, pb), (pl, pr) = resolve_padding(padding, (kh, kw), (sh, sw), (dh, dw), in_hw, anchor)
-    out_h = conv_output_size(in_hw[0], kh, sh, pt, pb, dh, "H")
-    out_w = conv_output_size(in_hw[1], kw, sw, pl, pr, dw, "W")
+    out_h = conv_output_size(in_hw[0], kh, sh, pt, pb, dh, "H", ceil_mode)
+    out_w = conv_output_size(in_hw[1], kw, sw, pl, pr, dw, "W", ceil_mode)
     return ConvGeometry(kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, out_h, out_w)
 
 

@@ -9,13 +9,14 @@ ValueError (a non-numeric dtype a TypeError) naming ``scores``/``target``.
 | class | scores | target | per-sample loss |
 | --- | --- | --- | --- |
 | CrossEntropyLoss | (N, K) or (N, C, H, W) | int labels (N,) or soft labels (N, K) | -sum_k z_k log softmax(s)_k |
+| NLLLoss | log-probabilities (N, K) or (N, C, H, W) | int labels (N,) | -s_y |
 | MSELoss | any (N, ...) | same shape (or int labels (N,), one-hot) | mean over elements of (s - t)^2 |
 | LogisticLoss | (N,) or (N, 1) | 0/1 (or probabilities) | log(1 + e^s) - t s |
 | SignedLogisticLoss | (N,) or (N, 1) | -1/+1 | log(1 + e^(-y s)) |
 | HingeLoss | (N, K) | int labels (N,) | sum_{j != y} max(0, s_j - s_y + margin) |
 
 ``LOSSES`` maps class names to classes; :func:`get_loss` also takes the short
-names ``"cross_entropy"``, ``"mse"``, ``"logistic"``, ``"signed_logistic"``,
+names ``"cross_entropy"``, ``"nll"``, ``"mse"``, ``"logistic"``, ``"signed_logistic"``,
 ``"hinge"``.
 """
 import numpy as np
@@ -24,7 +25,7 @@ from ._checks import as_float, as_labels, check_batch, check_number
 from ._config import Configurable
 from .functional.softmax import softmax_cross_entropy
 
-__all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "LogisticLoss", "SignedLogisticLoss",
+__all__ = ["Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "LogisticLoss", "SignedLogisticLoss",
            "HingeLoss", "LOSSES", "get_loss"]
 
 
@@ -37,6 +38,15 @@ def _scores(scores, min_ndim=1, layout="(N, ...)"):
     if s.size == 0:
         raise ValueError(f"scores: there are no outputs per sample (shape {s.shape})")
     return s
+
+
+def _class_scores(scores, target):
+    """(s, s2, labels, rows): scores (N, K) or (N, C, H, W), s2 its (N, K) view, the int
+    labels (N,) in [0, K) of target, and the row indices arange(N)."""
+    s = _scores(scores, 2, "(N, K) or (N, C, H, W)")
+    n = s.shape[0]
+    s2 = s.reshape(n, -1)
+    return s, s2, as_labels(target, "target", s2.shape[1], n), np.arange(n)
 
 
 def _finite_target(target, dtype):
@@ -77,6 +87,25 @@ class CrossEntropyLoss(Loss):
     def __call__(self, scores, target):
         s = _scores(scores, 2, "(N, K) or (N, C, H, W)")
         return softmax_cross_entropy(s, target)
+
+
+class NLLLoss(Loss):
+    """Negative log-likelihood of log-probabilities (the output of a LogSoftmax layer).
+
+    scores: (N, K) or (N, C, H, W) log-probabilities (K = C*H*W classes); target: int
+    labels (N,) in [0, K). loss = -1/N sum_n s[n, y_n];  dscores[n, y_n] = -1/N, 0 elsewhere.
+    Same as torch.nn.NLLLoss() (reduction="mean"); after LogSoftmax it equals
+    CrossEntropyLoss on the scores.
+    """
+    name = "nll"
+
+    def __call__(self, scores, target):
+        s, s2, labels, rows = _class_scores(scores, target)
+        n = s.shape[0]
+        loss = -s2[rows, labels].sum(dtype=np.float64) / n
+        ds = np.zeros_like(s2)
+        ds[rows, labels] = -1.0 / n
+        return float(loss), ds.reshape(s.shape)
 
 
 class MSELoss(Loss):
@@ -197,11 +226,8 @@ class HingeLoss(Loss):
         return {"margin": self.margin}
 
     def __call__(self, scores, target):
-        s = _scores(scores, 2, "(N, K) or (N, C, H, W)")
+        s, s2, labels, rows = _class_scores(scores, target)
         n = s.shape[0]
-        s2 = s.reshape(n, -1)
-        labels = as_labels(target, "target", s2.shape[1], n)
-        rows = np.arange(n)
         margins = s2 - s2[rows, labels][:, None] + s.dtype.type(self.margin)
         margins[rows, labels] = 0
         np.maximum(margins, 0, out=margins)
@@ -213,7 +239,7 @@ class HingeLoss(Loss):
 
 
 LOSSES = {cls.__name__: cls for cls in
-          (CrossEntropyLoss, MSELoss, LogisticLoss, SignedLogisticLoss, HingeLoss)}
+          (CrossEntropyLoss, NLLLoss, MSELoss, LogisticLoss, SignedLogisticLoss, HingeLoss)}
 _SHORT_NAMES = {cls.name: cls for cls in LOSSES.values()}
 
 

@@ -46,3 +46,16 @@ def check_param_gradients(loss, params, grads, rng, **kwargs):
             finally:
                 p[...] = saved
         check_directional(at, p.copy(), grads[name], rng, **kwargs)
+
+
+def check_layer_gradients(layer, x, rng, **kwargs):
+    """check_directional of a float64 layer's backward: dx at x and every parameter's grad,
+    for the loss <r, layer.forward(x)> with a random r. Returns the forward output."""
+    y = layer.forward(x, training=True)
+    r = rng.standard_normal(y.shape)
+    dx = layer.backward(r)
+    grads = dict(layer.grads)
+    check_param_gradients(lambda: float(np.sum(r * layer.forward(x))), layer.params, grads, rng,
+                          **kwargs)
+    check_directional(lambda z: float(np.sum(r * layer.forward(z))), x, dx, rng, **kwargs)
+    return y

@@ -62,12 +62,16 @@ def test_parse_shape_reads_the_optional_fields():
     assert (s.n, s.c, s.h, s.w, s.k, s.kh, s.kw, s.stride, s.padding, s.dilation) == \
         (2, 3, 8, 9, 4, 3, 5, 1, 0, 1)
     s = bench.parse_shape("1,1,28,28,6,5,5,2,2,3")
-    assert (s.stride, s.padding, s.dilation) == (2, 2, 3)
+    assert (s.stride, s.padding, s.dilation, s.groups) == (2, 2, 3, 1)
+    s = bench.parse_shape("1,4,8,8,8,3,3,1,1,1,4")
+    assert s.groups == 4 and s.flops() == 2 * 64 * 8 * 1 * 9 and "groups 4" in s.describe()
 
 
 @pytest.mark.parametrize("text, words", [
-    ("1,2,3", "7 to 10 integers"),
-    ("1,2,3,4,5,6,7,8,9,10,11", "7 to 10 integers"),
+    ("1,2,3", "7 to 11 integers"),
+    ("1,2,3,4,5,6,7,8,9,10,11,12", "7 to 11 integers"),
+    ("1,4,8,8,6,3,3,1,1,1,4", "groups must divide C and K"),
+    ("1,4,8,8,8,3,3,1,1,1,0", ">= 1"),
     ("1,2,8,8,4,3,x", "must be an integer"),
     ("0,2,8,8,4,3,3", ">= 1"),
     ("1,2,8,8,4,3,3,0", ">= 1"),
@@ -89,7 +93,8 @@ def test_flops_worked_example():
 
 def test_named_shapes_cover_the_issue():
     assert {"lenet5-conv1", "lenet5-conv2", "vgg-28", "vgg-14", "vgg-7", "wide", "strided",
-            "dilated"} <= set(bench.SHAPES)
+            "dilated", "depthwise"} <= set(bench.SHAPES)
+    assert bench.SHAPES["depthwise"].groups == bench.SHAPES["depthwise"].c
     assert set(bench.QUICK_SHAPES) <= set(bench.SHAPES)
     for shape in bench.SHAPES.values():
         shape.geometry()  # every named shape is a valid convolution
@@ -112,7 +117,7 @@ def test_interleaved_timing_calls_each_function_warmup_plus_repeats():
 
 def test_run_layers_figures_are_consistent():
     shape = bench.parse_shape("2,3,8,8,4,3,3,1,1")
-    methods = ("direct", "ours", "gemm", "numpy")
+    methods = ("direct", "ours", "blas", "gemm", "numpy")
     results = bench.run_layers([shape], methods=methods, budget=0, max_repeats=1)
     assert [r["pass"] for r in results] == list(bench.PASSES)
     for r in results:
@@ -125,15 +130,24 @@ def test_run_layers_figures_are_consistent():
         assert r["ratios"]["ours/gemm"] == pytest.approx(med["ours"] / med["gemm"])
         assert r["ratios"]["direct/ours"] == pytest.approx(med["direct"] / med["ours"])
         assert r["ratios"]["numpy/ours"] == pytest.approx(med["numpy"] / med["ours"])
+        assert r["ratios"]["blas/ours"] == pytest.approx(med["blas"] / med["ours"])
         assert r["ratios"]["ours/torch"] is None
         mem = r["memory_mib"]
         assert mem["full_cols"] == pytest.approx(2 * 64 * 27 * 4 / 2**20)
         if r["pass"] != "backward-data":  # these passes hold the whole batch's phi(x)^T
-            assert mem["ours_workspace"] >= mem["full_cols"]
+            assert mem["blas_workspace"] >= mem["full_cols"]
         assert mem["ours_peak"] > 0 and mem["numpy_peak"] > 0
-    text = bench.format_layer_table(results, methods)
-    assert shape.name in text and "bwd-weights" in text
+    text = bench.format_layer_table(results, methods, peak=100.0)
+    assert shape.name in text and "bwd-weights" in text and "ours %peak" in text
     json.dumps(results)  # plain data, ready for --json
+
+
+def test_measured_peak_is_the_better_of_ours_and_the_blas():
+    peak = bench.measure_peak(size=256, repeats=1)
+    assert peak["ours"] > 0 and peak["blas"] > 0
+    assert peak["gflops"] == max(peak["ours"], peak["blas"])
+    header = bench.format_header(dict(bench.machine_info(), peak=peak), np.float32)
+    assert "one-core peak (measured)" in header
 
 
 def test_unavailable_method_is_reported_not_fatal(monkeypatch):
@@ -203,3 +217,15 @@ def test_whole_model_rows():
     assert r["ours"]["train"]["images_per_s"] > 0 and r["ours"]["infer"]["images_per_s"] > 0
     assert r["ours"]["latency_ms"] > 0
     assert "lenet5" in bench.format_model_table(results)
+
+
+def test_run_layers_times_a_grouped_layer():
+    shape = bench.parse_shape("2,4,8,8,4,3,3,1,1,1,4")     # depthwise
+    methods = ("direct", "ours", "gemm", "numpy")
+    results = bench.run_layers([shape], methods=methods, budget=0, max_repeats=1)
+    for r in results:
+        assert r["flops"] == 2 * 2 * 64 * 4 * 9
+        for m in ("direct", "ours", "gemm"):
+            assert r["methods"][m]["median_ms"] > 0
+        assert r["methods"]["numpy"] == {"error": "numpy has no grouped convolution"}
+        assert r["ratios"]["numpy/ours"] is None

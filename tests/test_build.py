@@ -7,7 +7,8 @@ import im2colnet
 
 def test_build_info():
     info = im2colnet.build_info()
-    assert set(info) == {"openmp", "boundscheck"}
+    assert set(info) == {"openmp", "boundscheck", "kernel", "kernels_supported"}
+    assert info["kernel"] in info["kernels_supported"]
 
 
 def test_source_tree_without_build_gives_readable_error(tmp_path):

@@ -62,7 +62,7 @@ def test_version():
 @pytest.mark.parametrize("args, command, words", [
     (["frobnicate"], "", ["invalid choice", "frobnicate"]),
     ([], "", ["COMMAND"]),
-    (["bench", "--shape", "1,2,3"], "bench", ["--shape", "7 to 10 integers"]),
+    (["bench", "--shape", "1,2,3"], "bench", ["--shape", "7 to 11 integers"]),
     (["bench", "--shape", "1,1,4,4,1,7,7"], "bench", ["--shape", "does not fit"]),
     (["bench", "no-such-layer"], "bench", ["no-such-layer", "lenet5-conv1"]),
     (["bench", "--methods", "ours,fast"], "bench", ["--methods", "fast"]),

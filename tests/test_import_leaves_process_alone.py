@@ -93,7 +93,7 @@ import im2colnet
 from im2colnet.runtime import blas, gemm
 decided_at_import = gemm._decided or blas.openblas.cache_info().currsize > 0
 x = np.ones((2, 3, 8, 8), np.float32)
-im2colnet.functional.conv2d_forward(x, np.ones((4, 3, 3, 3), np.float32))
+im2colnet.functional.conv2d_forward(x, np.ones((4, 3, 3, 3), np.float32), method="blas")
 print(decided_at_import, gemm._decided)
 """
     assert run_child(code) == ["False", "True"]

@@ -306,6 +306,10 @@ EXAMPLES = {
     "Flatten": inet.Flatten(), "Softmax": inet.Softmax(),
     "RNN": inet.RNN(3, 5, 2, nonlinearity="relu"), "LSTM": inet.LSTM(4, 6), "GRU": inet.GRU(2, 3, 3),
     "LastTimeStep": inet.LastTimeStep(),
+    "ConvTranspose2d": inet.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=(1, 0), output_padding=1,
+                                            groups=2, bias=False, dilation=(1, 2)),
+    "LeakyReLU": inet.LeakyReLU(0.2), "LogSoftmax": inet.LogSoftmax(),
+    "GlobalAvgPool2d": inet.GlobalAvgPool2d(), "AdaptiveAvgPool2d": inet.AdaptiveAvgPool2d((1, 1)),
 }
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import im2colnet as inet
 from im2colnet import losses
-from im2colnet.losses import (CrossEntropyLoss, HingeLoss, LogisticLoss, MSELoss,
+from im2colnet.losses import (CrossEntropyLoss, HingeLoss, LogisticLoss, MSELoss, NLLLoss,
                               SignedLogisticLoss, get_loss, LOSSES)
 from _gradcheck import check_elementwise
 
@@ -304,11 +304,11 @@ def test_each_loss_trains_a_model(case):
 # Registry and configs
 
 def test_registry_names_and_configs_round_trip():
-    assert set(LOSSES) == {"CrossEntropyLoss", "MSELoss", "LogisticLoss", "SignedLogisticLoss",
-                           "HingeLoss"}
+    assert set(LOSSES) == {"CrossEntropyLoss", "NLLLoss", "MSELoss", "LogisticLoss",
+                           "SignedLogisticLoss", "HingeLoss"}
     for short, cls in [("cross_entropy", CrossEntropyLoss), ("mse", MSELoss), ("logistic", LogisticLoss),
                        ("signed_logistic", SignedLogisticLoss), ("hinge", HingeLoss),
-                       ("HingeLoss", HingeLoss), ("MSE", MSELoss)]:
+                       ("HingeLoss", HingeLoss), ("MSE", MSELoss), ("nll", NLLLoss)]:
         assert type(get_loss(short)) is cls
     assert get_loss("hinge", margin=2.0).margin == 2.0
     assert get_loss(HingeLoss).margin == 1.0
@@ -322,7 +322,7 @@ def test_registry_names_and_configs_round_trip():
     with pytest.raises(ValueError, match="unknown config keys"):
         HingeLoss.from_config({"margin": 1.0, "magin": 2})
     with pytest.raises(ValueError, match="unknown name"):
-        get_loss("nll")
+        get_loss("poisson")
     with pytest.raises(TypeError):
         get_loss(3)
 

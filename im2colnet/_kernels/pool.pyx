@@ -12,13 +12,15 @@ inside the padded input, output arrays of the right shapes), except the winner
 indices of the max backward, which it checks as it uses them. Call them
 through :mod:`im2colnet.functional.pool`, which validates all of that first.
 
-Window (i, j) of a plane covers input rows ``i*sh - pt ... i*sh - pt + kh - 1``
-and columns ``j*sw - pl ... j*sw - pl + kw - 1``; cells outside the image are
-padding (-inf for max, 0 for average) and are never read.
+Window (i, j) of a plane covers input rows ``i*sh - pt + p*dh`` (p < kh) and
+columns ``j*sw - pl + q*dw`` (q < kw); dilation (dh, dw) is 1 for average
+pooling. Cells outside the image are padding (-inf for max, 0 for average)
+and are never read; with ceil_mode a last window may also reach past the
+bottom/right padding (cells that do not count at all).
 """
 cimport cython
 from cython.parallel cimport prange
-from .window cimport floating
+from .window cimport end_inside, first_inside, floating
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -44,35 +46,41 @@ cdef inline bint _beats(floating v, floating best) noexcept nogil:
 # ---------------------------------------------------------------- max, forward
 
 cdef inline Py_ssize_t _window_argmax(const floating* x, Py_ssize_t W,
-                                      Py_ssize_t r_lo, Py_ssize_t r_hi,
-                                      Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil:
-    """Flat index of the first maximum (by _beats) of rows [r_lo, r_hi) x columns [c_lo, c_hi).
+                                      Py_ssize_t r0, Py_ssize_t p_lo, Py_ssize_t p_hi, Py_ssize_t dh,
+                                      Py_ssize_t c0, Py_ssize_t q_lo, Py_ssize_t q_hi,
+                                      Py_ssize_t dw) noexcept nogil:
+    """Flat index of the first maximum (by _beats) of the cells (r0 + p*dh, c0 + q*dw),
+    p in [p_lo, p_hi), q in [q_lo, q_hi).
 
     The window must hold at least one cell (the validated geometry ensures it).
     """
-    cdef Py_ssize_t r, c, best_at = r_lo * W + c_lo
+    cdef Py_ssize_t p, q, at, best_at = (r0 + p_lo * dh) * W + c0 + q_lo * dw
     cdef floating best = x[best_at]
-    for r in range(r_lo, r_hi):
-        for c in range(c_lo, c_hi):
-            if _beats(x[r * W + c], best):
-                best = x[r * W + c]
-                best_at = r * W + c
+    for p in range(p_lo, p_hi):
+        for q in range(q_lo, q_hi):
+            at = (r0 + p * dh) * W + c0 + q * dw
+            if _beats(x[at], best):
+                best = x[at]
+                best_at = at
     return best_at
 
 
 cdef void _maxpool_plane(const floating* x, floating* y, int64_t* path,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                         Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
-    """The general kernel (the source of truth): any window, stride and padding.
+                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
+    """The general kernel (the source of truth): any window, stride, dilation and padding.
 
-    Window (i, j) is clipped to the image; padding (-inf) never wins.
+    Window (i, j) is clipped to the image (taps p in [first_inside, end_inside) of
+    the tap index, see window.pxd); padding (-inf) never wins.
     """
-    cdef Py_ssize_t i, j, at
+    cdef Py_ssize_t i, j, at, r0, c0
     for i in range(Ho):
+        r0 = i * sh - pt
         for j in range(Wo):
-            at = _window_argmax(x, W, _imax(i * sh - pt, 0), _imin(i * sh - pt + kh, H),
-                                _imax(j * sw - pl, 0), _imin(j * sw - pl + kw, W))
+            c0 = j * sw - pl
+            at = _window_argmax(x, W, r0, first_inside(r0, dh), end_inside(r0, dh, H, kh), dh,
+                                c0, first_inside(c0, dw), end_inside(c0, dw, W, kw), dw)
             y[i * Wo + j] = x[at]
             path[i * Wo + j] = at
 
@@ -132,7 +140,7 @@ cdef void _maxpool2x2_plane(const floating* x, floating* y, int64_t* path,
             if unusual:
                 for j in range(n):
                     if flag[j] != flag[j]:
-                        at = _window_argmax(x, W, 2 * i, 2 * i + 2, 2 * (j0 + j), 2 * (j0 + j) + 2)
+                        at = _window_argmax(x, W, 2 * i, 0, 2, 1, 2 * (j0 + j), 0, 2, 1)
                         y[i * Wo + j0 + j] = x[at]
                         path[i * Wo + j0 + j] = at
 
@@ -141,10 +149,10 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                     int64_t[:, :, :, ::1] path,
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                     Py_ssize_t pt, Py_ssize_t pl, bint specialise=True,
-                    bint parallel=True):
+                    bint parallel=True, Py_ssize_t dh=1, Py_ssize_t dw=1):
     """y[n, c, i, j] = max of window (i, j); path[n, c, i, j] = its flat index r*W + c.
 
-    x: (N, C, H, W); y, path: (N, C, Ho, Wo), filled in place.
+    x: (N, C, H, W); y, path: (N, C, Ho, Wo), filled in place; (dh, dw) the dilation.
     specialise=False forces the general kernel (the tests compare the two).
     """
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -153,6 +161,7 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
     # The 2x2 kernel reads rows 2i, 2i+1 and columns 2j, 2j+1 unclipped: only when
     # every window lies inside the image (bottom/right padding may add a window that does not).
     cdef bint fast = (specialise and kh == 2 and kw == 2 and sh == 2 and sw == 2
+                      and dh == 1 and dw == 1
                       and pt == 0 and pl == 0 and 2 * Ho <= H and 2 * Wo <= W
                       and W < (1 << 24))
     if planes == 0 or Ho == 0 or Wo == 0:
@@ -165,7 +174,7 @@ def maxpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
             _maxpool2x2_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &path[n, c, 0, 0], W, Ho, Wo)
         else:
             _maxpool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &path[n, c, 0, 0],
-                           H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
+                           H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl)
 
 
 # --------------------------------------------------------------- max, backward
@@ -205,43 +214,68 @@ def maxpool_backward(const floating[:, ::1] dy, const int64_t[:, ::1] path,
 
 # ------------------------------------------------------------ average pooling
 
+cdef inline Py_ssize_t _divisor(Py_ssize_t start, Py_ssize_t k, Py_ssize_t size,
+                                Py_ssize_t pad_end, bint count_include_pad) noexcept nogil:
+    """The cells of a window along one axis that count in the average.
+
+    count_include_pad: the window clipped to the padded input [-pad_start, size + pad_end)
+    (only a ceil_mode window reaches past it); else clipped to the image [0, size).
+    """
+    if count_include_pad:
+        return _imin(start + k, size + pad_end) - start
+    return _imin(start + k, size) - _imax(start, 0)
+
+
 cdef void _avgpool_plane(const floating* x, floating* y,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                         Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
-    # y = (sum of the window's image cells) / (kh*kw): padding adds 0 to the sum
-    # and still counts in the divisor (count_include_pad).
-    cdef Py_ssize_t i, j, r, c
-    cdef double total, scale = 1.0 / (kh * kw)
+                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t pb, Py_ssize_t pr,
+                         bint count_include_pad) noexcept nogil:
+    # y = (sum of the window's image cells) / (its cells that count, see _divisor):
+    # padding adds 0 to the sum.
+    cdef Py_ssize_t i, j, r, c, r0, c0
+    cdef double total
     for i in range(Ho):
+        r0 = i * sh - pt
         for j in range(Wo):
+            c0 = j * sw - pl
             total = 0.0
-            for r in range(_imax(i * sh - pt, 0), _imin(i * sh - pt + kh, H)):
-                for c in range(_imax(j * sw - pl, 0), _imin(j * sw - pl + kw, W)):
+            for r in range(_imax(r0, 0), _imin(r0 + kh, H)):
+                for c in range(_imax(c0, 0), _imin(c0 + kw, W)):
                     total = total + x[r * W + c]
-            y[i * Wo + j] = <floating>(total * scale)
+            y[i * Wo + j] = <floating>(total / (_divisor(r0, kh, H, pb, count_include_pad)
+                                                * _divisor(c0, kw, W, pr, count_include_pad)))
 
 
 cdef void _avgpool_backward_plane(const floating* dy, floating* dx,
                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                                  Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
-    # The adjoint of _avgpool_plane: each window spreads dy/(kh*kw) over its image cells.
-    cdef Py_ssize_t i, j, r, c
-    cdef floating share, scale = <floating>(1.0 / (kh * kw))
+                                  Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t pb, Py_ssize_t pr,
+                                  bint count_include_pad) noexcept nogil:
+    # The adjoint of _avgpool_plane: each window spreads dy / divisor over its image cells.
+    cdef Py_ssize_t i, j, r, c, r0, c0
+    cdef floating share
     memset(dx, 0, H * W * sizeof(floating))
     for i in range(Ho):
+        r0 = i * sh - pt
         for j in range(Wo):
-            share = dy[i * Wo + j] * scale
-            for r in range(_imax(i * sh - pt, 0), _imin(i * sh - pt + kh, H)):
-                for c in range(_imax(j * sw - pl, 0), _imin(j * sw - pl + kw, W)):
+            c0 = j * sw - pl
+            share = <floating>(dy[i * Wo + j] / <double>(
+                _divisor(r0, kh, H, pb, count_include_pad) * _divisor(c0, kw, W, pr, count_include_pad)))
+            for r in range(_imax(r0, 0), _imin(r0 + kh, H)):
+                for c in range(_imax(c0, 0), _imin(c0 + kw, W)):
                     dx[r * W + c] += share
 
 
 def avgpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                    Py_ssize_t pt, Py_ssize_t pl, bint parallel=True):
-    """y[n, c, i, j] = mean of window (i, j), padding included as 0. x: (N, C, H, W); y: (N, C, Ho, Wo)."""
+                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t pb, Py_ssize_t pr,
+                    bint count_include_pad=True, bint parallel=True):
+    """y[n, c, i, j] = mean of window (i, j), padding as 0. x: (N, C, H, W); y: (N, C, Ho, Wo).
+
+    The divisor is the window's cells inside the padded input (count_include_pad)
+    or inside the image (not count_include_pad); every window must hold a cell that counts.
+    """
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3]
     cdef Py_ssize_t plane, n, c, planes = x.shape[0] * C
@@ -251,12 +285,14 @@ def avgpool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                         use_threads_if=parallel and planes > 1):
         n = plane // C
         c = plane % C
-        _avgpool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
+        _avgpool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], H, W, Ho, Wo, kh, kw, sh, sw,
+                       pt, pl, pb, pr, count_include_pad)
 
 
 def avgpool_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                     Py_ssize_t pt, Py_ssize_t pl, bint parallel=True):
+                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t pb, Py_ssize_t pr,
+                     bint count_include_pad=True, bint parallel=True):
     """dx = adjoint of avgpool_forward applied to dy. dy: (N, C, Ho, Wo); dx: (N, C, H, W), overwritten."""
     cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3]
@@ -268,4 +304,4 @@ def avgpool_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
         n = plane // C
         c = plane % C
         _avgpool_backward_plane(&dy[n, c, 0, 0], &dx[n, c, 0, 0],
-                                H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
+                                H, W, Ho, Wo, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad)

@@ -9,7 +9,7 @@ clean: this script imports numpy, torch and ``_timing.py`` only.
 
 Requests (each may also hold "threads": the number of threads PyTorch uses, the
 same as NumPy's BLAS in the parent):
-  {"kind": "layers", "shapes": [{name, n, c, h, w, k, kh, kw, stride, padding, dilation}],
+  {"kind": "layers", "shapes": [{name, n, c, h, w, k, kh, kw, stride, padding, dilation, groups}],
    "dtype", "budget", "max_repeats", "seed"}
       -> {"threads", "version", "layers": {name: {pass: timing}}}
   {"kind": "models", "models": [{"name", "config": Sequential.get_config()}],
@@ -30,17 +30,19 @@ import torch  # noqa: E402
 
 def _layer_timings(shape, dtype, budget, max_repeats, rng):
     """{pass: timing} of one convolution shape: forward, backward-data, backward-weights."""
-    geo = dict(stride=shape["stride"], padding=shape["padding"], dilation=shape["dilation"])
+    groups = shape.get("groups", 1)
+    geo = dict(stride=shape["stride"], padding=shape["padding"], dilation=shape["dilation"],
+               groups=groups)
     x = torch.from_numpy(rng.standard_normal(
         (shape["n"], shape["c"], shape["h"], shape["w"])).astype(dtype))
     w = torch.from_numpy(rng.standard_normal(
-        (shape["k"], shape["c"], shape["kh"], shape["kw"])).astype(dtype))
+        (shape["k"], shape["c"] // groups, shape["kh"], shape["kw"])).astype(dtype))
     b = torch.from_numpy(rng.standard_normal(shape["k"]).astype(dtype))
     with torch.no_grad():
         out_shape = torch.nn.functional.conv2d(x, w, b, **geo).shape
     dy = torch.from_numpy(rng.standard_normal(tuple(out_shape)).astype(dtype))
     oh, ow = out_shape[2], out_shape[3]
-    flops = 2 * shape["n"] * oh * ow * shape["k"] * shape["c"] * shape["kh"] * shape["kw"]
+    flops = 2 * shape["n"] * oh * ow * shape["k"] * (shape["c"] // groups) * shape["kh"] * shape["kw"]
     calls = {
         "forward": lambda: torch.nn.functional.conv2d(x, w, b, **geo),
         "backward-data": lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, **geo),
@@ -63,14 +65,21 @@ def twin(config):
                 raise ValueError("Conv2d with an anchor")
             modules.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"],
                                      cfg.get("stride", 1), cfg.get("padding", 0),
-                                     cfg.get("dilation", 1), bias=cfg.get("bias", True)))
+                                     cfg.get("dilation", 1), cfg.get("groups", 1),
+                                     bias=cfg.get("bias", True)))
         elif kind == "Linear":
             modules.append(nn.Linear(cfg["in_features"], cfg["out_features"],
                                      bias=cfg.get("bias", True)))
         elif kind in ("MaxPool2d", "AvgPool2d"):
-            extra = {"count_include_pad": True} if kind == "AvgPool2d" else {}
+            extra = {"count_include_pad": cfg.get("count_include_pad", True)} \
+                if kind == "AvgPool2d" else {"dilation": cfg.get("dilation", 1)}
             modules.append(getattr(nn, kind)(cfg["kernel_size"], cfg.get("stride"),
-                                             cfg.get("padding", 0), **extra))
+                                             cfg.get("padding", 0), ceil_mode=cfg.get("ceil_mode", False),
+                                             **extra))
+        elif kind in ("GlobalAvgPool2d", "AdaptiveAvgPool2d"):
+            modules.append(nn.AdaptiveAvgPool2d(cfg.get("output_size", 1)))
+        elif kind == "LeakyReLU":
+            modules.append(nn.LeakyReLU(cfg.get("negative_slope", 0.01)))
         elif kind in ("BatchNorm2d", "BatchNorm1d"):
             if cfg.get("mode", "spatial") != "spatial":
                 raise ValueError(f"{kind} with mode {cfg['mode']!r}")

@@ -5,8 +5,9 @@ For each layer shape and each pass (forward, backward-data, backward-weights)
 it times, in one run and one process:
 
   direct  the direct loop convolution (``method="direct"``)
-  ours    im2col + GEMM (``method="im2col"``, the default)
-  gemm    the GEMM alone on matrices of the same shapes: the floor im2col can reach
+  ours    the packed GEMM fed by im2col panels (``method="im2col"``, the default)
+  blas    im2col blocks + NumPy's BLAS products (``method="blas"``)
+  gemm    the BLAS product alone on matrices of the same shapes: the floor of ``blas``
   numpy   a plain-NumPy im2col (stride tricks + matmul, ``im2colnet.numpy_im2col``)
   torch   PyTorch CPU, when it is installed (never a dependency)
 
@@ -18,6 +19,11 @@ compare ratios, not absolute times across runs. Memory: the im2col workspace
 our call holds (``functional.conv.workspace_bytes``, measured in a fresh thread),
 the peak NumPy allocates during one call (tracemalloc, output included), and the
 process's peak resident set size.
+
+The header gives the machine's measured one-core peak: the better of our micro-kernel
+(a 1x1 convolution, i.e. one 1024 x 1024 x 1024 product) and NumPy's BLAS on a
+1024 x 1024 product, on one thread; "ours %peak" is the packed kernel's GFLOP/s
+against it.
 
 Whole models (LeNet-5, VGG-small): training images/s at batch 64, inference
 images/s at batch 256 and batch-1 latency, next to the same network in PyTorch.
@@ -58,7 +64,7 @@ __all__ = ["ConvShape", "SHAPES", "QUICK_SHAPES", "METHODS", "PASSES", "parse_sh
            "run_layers", "run_models", "format_layer_table", "format_model_table",
            "add_arguments", "run", "main"]
 
-METHODS = ("direct", "ours", "gemm", "numpy", "torch")
+METHODS = ("direct", "ours", "blas", "gemm", "numpy", "torch")
 PASSES = ("forward", "backward-data", "backward-weights")
 
 
@@ -68,7 +74,8 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class ConvShape:
-    """One convolution layer: input (n, c, h, w), k filters of kh x kw, symmetric padding."""
+    """One convolution layer: input (n, c, h, w), k filters of kh x kw, symmetric padding;
+    groups > 1 makes it grouped (each filter sees c // groups channels; depthwise: groups = c)."""
     name: str
     n: int
     c: int
@@ -80,19 +87,21 @@ class ConvShape:
     stride: int = 1
     padding: int = 0
     dilation: int = 1
+    groups: int = 1
 
     def geometry(self):
         return conv_geometry((self.h, self.w), (self.kh, self.kw), self.stride,
                              self.padding, self.dilation)
 
     def flops(self):
-        """Multiply-adds x 2 of one pass: 2 * N*Ho*Wo * K * C*kh*kw (the same for all three)."""
+        """Multiply-adds x 2 of one pass: 2 * N*Ho*Wo * K * (C/groups)*kh*kw (the same for all three)."""
         g = self.geometry()
-        return 2 * self.n * g.out_h * g.out_w * self.k * self.c * self.kh * self.kw
+        return 2 * self.n * g.out_h * g.out_w * self.k * (self.c // self.groups) * self.kh * self.kw
 
     def describe(self):
         extra = "".join(f", {label} {value}" for label, value, default in (
-            ("pad", self.padding, 0), ("stride", self.stride, 1), ("dil", self.dilation, 1))
+            ("pad", self.padding, 0), ("stride", self.stride, 1), ("dil", self.dilation, 1),
+            ("groups", self.groups, 1))
             if value != default)
         return (f"N={self.n}, {self.c}->{self.k}, {self.h}x{self.w}, "
                 f"{self.kh}x{self.kw}{extra}")
@@ -108,24 +117,28 @@ SHAPES = {s.name: s for s in (
     ConvShape("wide", 32, 128, 16, 16, 128, 3, 3, padding=1),
     ConvShape("strided", 64, 32, 28, 28, 64, 3, 3, stride=2, padding=1),
     ConvShape("dilated", 64, 32, 28, 28, 32, 3, 3, padding=2, dilation=2),
+    ConvShape("depthwise", 64, 64, 28, 28, 64, 3, 3, padding=1, groups=64),  # MobileNet-style
 )}
 QUICK_SHAPES = ("lenet5-conv1", "lenet5-conv2", "vgg-14")
 
 
 def parse_shape(text):
-    """'N,C,H,W,K,kh,kw[,stride,pad,dil]' -> ConvShape (ValueError with the reason)."""
+    """'N,C,H,W,K,kh,kw[,stride,pad,dil,groups]' -> ConvShape (ValueError with the reason)."""
     fields = [f.strip() for f in text.split(",")]
-    if not 7 <= len(fields) <= 10:
-        raise ValueError(f"--shape: expected N,C,H,W,K,kh,kw[,stride,pad,dil] "
-                         f"(7 to 10 integers), got {text!r}")
+    if not 7 <= len(fields) <= 11:
+        raise ValueError(f"--shape: expected N,C,H,W,K,kh,kw[,stride,pad,dil,groups] "
+                         f"(7 to 11 integers), got {text!r}")
     try:
         values = [int(f) for f in fields]
     except ValueError:
         raise ValueError(f"--shape: every field must be an integer, got {text!r}") from None
     shape = ConvShape(",".join(fields), *values)
-    if min(values[:7]) < 1 or shape.stride < 1 or shape.dilation < 1 or shape.padding < 0:
-        raise ValueError(f"--shape: sizes, stride and dilation must be >= 1 and the "
+    if min(values[:7]) < 1 or min(shape.stride, shape.dilation, shape.groups) < 1 \
+            or shape.padding < 0:
+        raise ValueError(f"--shape: sizes, stride, dilation and groups must be >= 1 and the "
                          f"padding >= 0, got {text!r}")
+    if shape.c % shape.groups or shape.k % shape.groups:
+        raise ValueError(f"--shape: groups must divide C and K, got {text!r}")
     try:
         shape.geometry()  # the kernel must fit the padded input
     except ValueError as exc:
@@ -226,7 +239,7 @@ def _layer_inputs(shape, dtype, rng):
     g = shape.geometry()
     return dict(
         x=rng.standard_normal((shape.n, shape.c, shape.h, shape.w)).astype(dtype),
-        w=rng.standard_normal((shape.k, shape.c, shape.kh, shape.kw)).astype(dtype),
+        w=rng.standard_normal((shape.k, shape.c // shape.groups, shape.kh, shape.kw)).astype(dtype),
         b=rng.standard_normal(shape.k).astype(dtype),
         dy=rng.standard_normal((shape.n, shape.k, g.out_h, g.out_w)).astype(dtype))
 
@@ -234,6 +247,8 @@ def _layer_inputs(shape, dtype, rng):
 def _conv_calls(module, shape, t, **method):
     """The three passes of an im2colnet.functional-like module on the inputs t."""
     geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
+    if shape.groups > 1:
+        geo["groups"] = shape.groups
     return {
         "forward": lambda: module.conv2d_forward(t["x"], t["w"], t["b"], **geo, **method),
         "backward-data": lambda: module.conv2d_backward_data(
@@ -244,7 +259,7 @@ def _conv_calls(module, shape, t, **method):
 
 
 def _gemm_calls(shape, t, rng):
-    """The GEMM of each pass alone, on matrices of the im2col shapes, into preallocated
+    """The GEMM(s) of each pass alone, on matrices of the im2col shapes, into preallocated
     outputs, by the route our products take (im2colnet.runtime.gemm.matmul: our threads, or
     np.matmul with another BLAS), in the layout the im2col path uses (see
     im2colnet.functional.conv):
@@ -253,18 +268,21 @@ def _gemm_calls(shape, t, rng):
     forward: Y^T = W phi^T; backward-data: dphi^T = W^T dY^T; backward-weights: dW = dY^T phi.
     """
     g = shape.geometry()
-    m, ckk, dtype = shape.n * g.out_h * g.out_w, shape.c * shape.kh * shape.kw, t["x"].dtype
+    # a grouped layer: one product per group, each of K/G filters on C/G channels
+    k = shape.k // shape.groups
+    m, ckk, dtype = shape.n * g.out_h * g.out_w, shape.c // shape.groups * shape.kh * shape.kw, t["x"].dtype
     cols_t = rng.standard_normal((ckk, m)).astype(dtype)
-    wmat = t["w"].reshape(shape.k, ckk)
-    dy_t = rng.standard_normal((shape.k, m)).astype(dtype)
-    out_f, out_d = np.empty((shape.k, m), dtype), np.empty((ckk, m), dtype)
-    out_w = np.empty((shape.k, ckk), dtype)
-    flops = 2.0 * m * ckk * shape.k
+    wmat = t["w"][:k].reshape(k, ckk)
+    dy_t = rng.standard_normal((k, m)).astype(dtype)
+    out_f, out_d = np.empty((k, m), dtype), np.empty((ckk, m), dtype)
+    out_w = np.empty((k, ckk), dtype)
+    flops = 2.0 * m * ckk * k
 
     def product(a, b, out):
         # the route our convolution's products take (im2colnet.runtime.gemm.matmul)
         with gemm_threads(flops):
-            matmul(a, b, out)
+            for _ in range(shape.groups):
+                matmul(a, b, out)
 
     return {
         "forward": lambda: product(wmat, cols_t, out_f),
@@ -274,14 +292,17 @@ def _gemm_calls(shape, t, rng):
 
 
 def _method_calls(method, shape, t, rng):
-    """{pass: fn} of one of our methods (torch runs in a process of its own)."""
+    """{pass: fn} of one of our methods (torch runs in a process of its own); None where the
+    method cannot run the shape (the plain-NumPy im2col has no groups)."""
     if method == "direct":
         return _conv_calls(F, shape, t, method="direct")
     if method == "ours":
         return _conv_calls(F, shape, t)
+    if method == "blas":
+        return _conv_calls(F, shape, t, method="blas")
     if method == "gemm":
         return _gemm_calls(shape, t, rng)
-    return _conv_calls(numpy_im2col, shape, t)
+    return None if shape.groups > 1 else _conv_calls(numpy_im2col, shape, t)
 
 
 def _ratio(a, b):
@@ -310,6 +331,7 @@ def _set_ratios(result):
     med = {m: t.get("median_ms") for m, t in result["methods"].items()}
     result["ratios"] = {
         "ours/gemm": _ratio(med.get("ours"), med.get("gemm")),
+        "blas/ours": _ratio(med.get("blas"), med.get("ours")),
         "direct/ours": _ratio(med.get("direct"), med.get("ours")),
         "numpy/ours": _ratio(med.get("numpy"), med.get("ours")),
         "ours/torch": _ratio(med.get("ours"), med.get("torch")),
@@ -335,6 +357,8 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     for shape in shapes:
         tensors = _layer_inputs(shape, dtype, rng)
         calls = {m: _method_calls(m, shape, tensors, rng) for m in ours_methods}
+        missing = [m for m, fns in calls.items() if fns is None]
+        calls = {m: fns for m, fns in calls.items() if fns is not None}
         g = shape.geometry()
         full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
                      * np.dtype(dtype).itemsize / 2**20)
@@ -343,13 +367,14 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
                 progress(f"{shape.name} {pass_}")
             timings = _time_pass({m: fns[pass_] for m, fns in calls.items()}, shape.flops(),
                                  budget, direct_budget, max_repeats)
+            timings.update({m: {"error": f"{m} has no grouped convolution"} for m in missing})
             memory = {"full_cols": full_cols}
-            for method in ("ours", "numpy"):
+            for method in ("ours", "blas", "numpy"):
                 if "median_ms" in timings.get(method, {}):
                     workspace, peak = _memory_of_call(calls[method][pass_])
                     memory[f"{method}_peak"] = peak
-                    if method == "ours":
-                        memory["ours_workspace"] = workspace
+                    if method in ("ours", "blas"):
+                        memory[f"{method}_workspace"] = workspace
             results.append({"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
                             "methods": timings, "memory_mib": memory})
     if "torch" in methods:
@@ -493,6 +518,33 @@ def _blas_name():
         return "unknown"
 
 
+def measure_peak(size=1024, repeats=5):
+    """The machine's one-core peak in GFLOP/s: the better of our packed micro-kernel (a 1x1
+    convolution of `size` channels to `size` kernels over `size` pixels) and NumPy's BLAS
+    on a `size`^3 product, each the median of `repeats` calls on one thread.
+    Returns {"gflops", "ours", "blas"}."""
+    rng = np.random.default_rng(0)
+    side = int(round(size ** 0.5))
+    x = rng.standard_normal((1, size, side, size // side)).astype(np.float32)
+    w = rng.standard_normal((size, size, 1, 1)).astype(np.float32)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    out = np.empty_like(a)
+    flops = 2.0 * size * size * side * (size // side)
+    before = blas_threads()
+    set_blas_threads(1)
+    set_thread_count(1)
+    try:
+        ours = time_calls(lambda: F.conv2d_forward(x, w), 0, repeats)[0]
+        blas = time_calls(lambda: np.matmul(a, a, out=out), 0, repeats)[0]
+    finally:
+        if before is not None:
+            set_blas_threads(before)
+            set_thread_count(before)
+    result = {"ours": flops / ours / 1e9, "blas": 2.0 * size ** 3 / blas / 1e9}
+    result["gflops"] = max(result.values())
+    return result
+
+
 def machine_info():
     return {
         "python": platform.python_version(), "numpy": np.__version__, "blas": _blas_name(),
@@ -509,17 +561,24 @@ def format_header(info, dtype):
     threads = "" if info["blas_threads"] is None else f", {info['blas_threads']} threads"
     torch = ("torch not installed" if info["torch"] is None
              else f"torch {info['torch']} (in a child process, as many threads)")
-    return (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
+    line = (f"im2colnet bench: {np.dtype(dtype).name}, numpy {info['numpy']} ({info['blas']}"
             f"{threads}), {torch}, {info['cpus']} CPUs, "
             f"OpenMP {'on' if info['im2colnet_build']['openmp'] else 'off'}, products on "
-            f"{'our OpenMP threads' if info.get('products_on_our_threads') else 'the BLAS threads'}")
+            f"{'our OpenMP threads' if info.get('products_on_our_threads') else 'the BLAS threads'}"
+            f", packed kernel {info['im2colnet_build'].get('kernel', '?')}")
+    peak = info.get("peak")
+    if peak:
+        line += (f"\none-core peak (measured): {peak['gflops']:.1f} GFLOP/s (our micro-kernel "
+                 f"{peak['ours']:.1f}, NumPy's BLAS {peak['blas']:.1f}, 1024^3 product, 1 thread)")
+    return line
 
 
-def format_layer_table(results, methods=METHODS):
-    """The layer results as a text table: one block of three passes per shape."""
+def format_layer_table(results, methods=METHODS, peak=None):
+    """The layer results as a text table: one block of three passes per shape; peak: the
+    one-core peak in GFLOP/s (for the "ours %peak" column), or None."""
     header = (["shape / pass"] + [f"{m} ms" for m in methods]
-              + ["ours GF/s", "ours/gemm", "direct/ours", "numpy/ours", "ours/torch",
-                 "ws MiB", "ours MiB", "numpy MiB"])
+              + ["ours GF/s", "ours %peak", "blas/ours", "ours/gemm", "direct/ours", "numpy/ours",
+                 "ours/torch", "ws MiB", "ours MiB", "numpy MiB"])
     rows, last = [], None
     short = {"forward": "  forward", "backward-data": "  bwd-data", "backward-weights": "  bwd-weights"}
     for r in results:
@@ -531,9 +590,12 @@ def format_layer_table(results, methods=METHODS):
         rows.append([short[r["pass"]]]
                     + [_time_cell(r["methods"].get(m)) for m in methods]
                     + [_fmt(ours.get("gflops"), ".1f"),
+                       _fmt(None if not (peak and ours.get("gflops")) else
+                            100 * ours["gflops"] / peak, ".0f"),
+                       _fmt(ratios.get("blas/ours"), ".2f"),
                        _fmt(ratios["ours/gemm"], ".2f"), _fmt(ratios["direct/ours"], ".1f"),
                        _fmt(ratios["numpy/ours"], ".2f"), _fmt(ratios["ours/torch"], ".2f"),
-                       _fmt(mem.get("ours_workspace"), ".1f"), _fmt(mem.get("ours_peak"), ".1f"),
+                       _fmt(mem.get("blas_workspace"), ".1f"), _fmt(mem.get("ours_peak"), ".1f"),
                        _fmt(mem.get("numpy_peak"), ".1f")])
     notes = sorted({f"n/a  {m}: {t['error']}" for r in results for m, t in r["methods"].items()
                     if "error" in t})
@@ -593,9 +655,9 @@ def add_arguments(parser):
     """The options of `im2colnet bench` (shared with `python -m im2colnet.bench`)."""
     parser.add_argument("shapes", nargs="*", metavar="NAME",
                         help=f"named layer shapes to run (default: all): {', '.join(SHAPES)}")
-    parser.add_argument("--shape", action="append", default=[], metavar="N,C,H,W,K,kh,kw[,s,p,d]",
-                        help="an extra layer shape (repeatable); stride, padding, dilation "
-                             "default to 1, 0, 1")
+    parser.add_argument("--shape", action="append", default=[], metavar="N,C,H,W,K,kh,kw[,s,p,d,g]",
+                        help="an extra layer shape (repeatable); stride, padding, dilation, "
+                             "groups default to 1, 0, 1, 1")
     parser.add_argument("--quick", action="store_true",
                         help=f"a fast subset ({', '.join(QUICK_SHAPES)}) with short time "
                              "budgets and no model benchmarks (what the demo runs)")
@@ -667,6 +729,8 @@ def run(args, out=sys.stdout, err=sys.stderr):
             err.flush()
 
     info = machine_info()
+    if not args.no_layers and "ours" in methods:
+        info["peak"] = measure_peak()
     report = {"machine": info, "dtype": np.dtype(dtype).name, "budget_s": budget,
               "max_repeats": args.repeats, "layers": [], "models": []}
     print(format_header(info, dtype), file=out)
@@ -677,10 +741,13 @@ def run(args, out=sys.stdout, err=sys.stderr):
         if tty:
             err.write("\r\033[K")
         print("\nConvolution layers: ms per call, median/min over repeats after a warm-up; "
-              "ratios of medians in this run;\nws MiB = im2col workspace of our call; "
+              "ratios of medians in this run; ours %peak against the header's one-core peak;\n"
+              "ws MiB = im2col workspace of the blas route (the packed kernel's panels: a few "
+              "MiB per thread at most); "
               "ours/numpy MiB = peak memory allocated during one call (output included).",
               file=out)
-        print(format_layer_table(report["layers"], methods), file=out)
+        print(format_layer_table(report["layers"], methods,
+                                 (info.get("peak") or {}).get("gflops")), file=out)
         threads = {r.get("torch_threads") for r in report["layers"]} - {None}
         if threads:
             print(f"(PyTorch ran in a child process with {threads.pop()} threads)", file=out)

@@ -38,6 +38,20 @@ per layer (C*kh*kw times the layer's output) from forward to backward.
 
 ``method="direct"`` runs the loops of ``im2colnet._kernels.conv_direct``
 instead: the same results (to rounding), no im2col, no BLAS.
+
+Methods. ``method="im2col"`` (the default) runs float32 convolutions on our own
+packed GEMM (``im2colnet._kernels.packed_conv``, C sources in _kernels/csrc): phi(x)
+is packed straight from x one cache-sized panel at a time inside the product,
+never built for a whole sample, and a register-tiled micro-kernel writes Y^T into
+the NCHW output; the three passes split their work over our OpenMP threads. float64
+(and shapes where the packed kernel is slower, see _packed_wins) take the route
+above, im2col blocks + BLAS products, which ``method="blas"`` always takes.
+
+``groups=G`` (grouped convolution; depthwise when G = C): the C input and K
+output channels split into G consecutive groups, and output group g sees only
+input group g, with w of shape (K, C/G, kh, kw). Each of the three passes is a
+loop over the groups around the ungrouped pass on the channel slices (one
+product per group, whichever method runs underneath).
 """
 import threading
 
@@ -45,9 +59,11 @@ import numpy as np
 
 from ..runtime.blas import SMALL_GEMM_FLOPS, gemm_threads
 from ..runtime.gemm import matmul, matmul_each, matmul_each_sum, threaded_gemm
-from .._checks import as_float, check_image, check_ndim, check_x_shape, conv_geometry
+from ..runtime.threads import thread_count
+from .._checks import as_float, check_image, check_int, check_ndim, check_x_shape, conv_geometry
 from .._kernels import conv_direct as _direct
 from .._kernels import im2col as _im2col
+from .._kernels import packed_conv as _packed
 
 __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
            "conv2d_backward_weights", "workspace_bytes", "WORKSPACE_BYTES"]
@@ -56,7 +72,7 @@ __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
 # larger than this is still processed, alone).
 WORKSPACE_BYTES = 8 * 2 ** 20
 
-METHODS = ("im2col", "direct")
+METHODS = ("im2col", "blas", "direct")
 
 
 class _Workspace(threading.local):
@@ -139,6 +155,31 @@ def _check_w_shape(w_shape, x_shape, out_channels):
 
 
 # ------------------------------------------------------------------- helpers
+
+def _packed_wins(dtype, g, pass_):
+    """Does method="im2col" take the packed kernel rather than the BLAS route?
+
+    float32 only, and not the data gradient of a convolution with a column stride
+    above 1: its col2im adds back one cell in sw, element by element, and it was the
+    one pass measured slower than the BLAS route (docs/performance.md).
+    """
+    if dtype != np.float32:
+        return False
+    return not (pass_ == "backward-data" and g.sw > 1)
+
+
+def _sum_in_order(partial):
+    """partial[0] + partial[1] + ... in this order (the same sum on every run)."""
+    total = partial[0]
+    for piece in partial[1:]:
+        total += piece
+    return total
+
+
+def _packed_window(g):
+    """The geometry tuple of the packed kernel (kh, kw, sh, sw, dh, dw, pt, pl)."""
+    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+
 
 def _window(g):
     """The geometry arguments of the im2col kernels, in their order (before the row range)."""
@@ -251,13 +292,18 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
 
 # --------------------------------------------------------------- convolution
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, method="im2col"):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, method="im2col",
+                   groups=1):
     """Conv_F: y[n,k,i,j] = sum_{c,p,q} w[k,c,p,q] x[n, c, i*sh-pt+p*dh, j*sw-pl+q*dw] + b[k].
 
-    x: (N, C, H, W); w: (K, C, kh, kw); b: (K,) or None. Returns y (N, K, Ho, Wo)
+    x: (N, C, H, W); w: (K, C/groups, kh, kw); b: (K,) or None. Returns y (N, K, Ho, Wo)
     in x's dtype. ``padding`` takes every form of the API (int, pair, per side,
-    negative = crop, "same", "valid"); ``anchor=(m, n)`` replaces it.
+    negative = crop, "same", "valid"); ``anchor=(m, n)`` replaces it. ``groups``:
+    see the module docstring (c then runs over the group of k).
     """
+    if check_int(groups, "groups") > 1:
+        return _grouped_forward(x, w, b, groups, stride=stride, padding=padding,
+                                dilation=dilation, anchor=anchor, method=method)
     x = _check_input(x)
     w = _check_weight(w, x.shape[1], x.dtype)
     _check_method(method)
@@ -268,6 +314,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
         np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     if method == "direct":
         _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+    elif method == "im2col" and _packed_wins(x.dtype, g, "forward"):
+        bias = None if b is None else np.ascontiguousarray(b)
+        _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g), thread_count())
+        return y
     else:
         wmat = w.reshape(K, -1)
         y3 = y.reshape(N, K, P)
@@ -303,12 +353,15 @@ def _forward_im2col(x, wmat, y3, g, per_sample=False):
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor=None,
-                         method="im2col"):
+                         method="im2col", groups=1):
     """Conv_BF: dx = col2im(dY C^T), the gradient of the loss with respect to x.
 
-    dy: (N, K, Ho, Wo); w: (K, C, kh, kw); x_shape: (N, C, H, W) of the forward
+    dy: (N, K, Ho, Wo); w: (K, C/groups, kh, kw); x_shape: (N, C, H, W) of the forward
     input. Returns dx of shape x_shape in dy's dtype.
     """
+    if check_int(groups, "groups") > 1:
+        return _grouped_backward_data(dy, w, x_shape, groups, stride=stride, padding=padding,
+                                      dilation=dilation, anchor=anchor, method=method)
     shape = check_x_shape(x_shape)
     dy = as_float(dy, "dy")
     w = _check_weight(w, shape[1], dy.dtype)
@@ -319,6 +372,9 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     dx = np.empty(shape, dtype=dy.dtype)
     if method == "direct":
         _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+        return dx
+    if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
+        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
         return dx
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
@@ -348,13 +404,16 @@ def _backward_data_im2col(dy3, wmat_t, dx, g, per_sample=False):
 
 
 def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anchor=None,
-                            method="im2col"):
+                            method="im2col", groups=1):
     """Conv_grad: dC = phi(x)^T dY (returned as dw of shape w_shape), db = sum of dy over n, i, j.
 
-    dy: (N, K, Ho, Wo); x: the forward input (N, C, H, W); w_shape: (K, C, kh, kw).
+    dy: (N, K, Ho, Wo); x: the forward input (N, C, H, W); w_shape: (K, C/groups, kh, kw).
     Sums over the batch, not means (the loss's gradient carries the 1/N).
     Returns (dw, db) in dy's dtype.
     """
+    if check_int(groups, "groups") > 1:
+        return _grouped_backward_weights(dy, x, w_shape, groups, stride=stride, padding=padding,
+                                         dilation=dilation, anchor=anchor, method=method)
     dy = as_float(dy, "dy")
     x = _check_input(as_float(x, "x", dtype=dy.dtype))
     _check_method(method)
@@ -368,6 +427,11 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
         dw = np.empty(shape, dtype=dy.dtype)
         _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dw, db
+    if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
+        # dC^T (K, C*kh*kw) = dY phi, one partial sum per thread, added in thread order
+        partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
+        _packed.backward_weights(dy, x, partial, _packed_window(g))
+        return _sum_in_order(partial).reshape(shape), db
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)
     flops = 2.0 * N * P * dC.size
     with gemm_threads(flops):
@@ -401,3 +465,63 @@ def _backward_weights_im2col(dy3, x, dC, g, per_sample=False):
             # phi^T dY over the block's pixels, in one product
             matmul(cols_t, _dy_block_t(dy3, n0, nb, i0, i1, g).T, dC, accumulate=not first)
         first = False
+
+
+# ------------------------------------------------------- grouped convolution
+
+def _check_group_split(groups, channels, out_channels, w_shape, where):
+    """G must divide C and K, and the weight (if given) have C/G input channels per kernel."""
+    if channels % groups or out_channels % groups:
+        raise ValueError(f"groups: {groups} groups must divide both the {channels} input channels "
+                         f"and the {out_channels} output channels ({where})")
+    if w_shape is not None and w_shape[1] != channels // groups:
+        raise ValueError(f"w: expected shape ({out_channels}, {channels // groups}, kh, kw) "
+                         f"(C/groups = {channels}/{groups} input channels per kernel), got {w_shape}")
+
+
+def _group_slices(groups, size):
+    """The G consecutive channel slices of `size` channels."""
+    return [slice(g * (size // groups), (g + 1) * (size // groups)) for g in range(groups)]
+
+
+def _grouped_forward(x, w, b, groups, **window):
+    """y = the per-group convolutions of the channel slices, side by side along K."""
+    x = _check_input(x)
+    w = as_float(w, "w", dtype=x.dtype)
+    check_ndim(w, 4, "w", "(K, C/groups, kh, kw)")
+    _check_group_split(groups, x.shape[1], w.shape[0], w.shape, f"x {x.shape}, w {w.shape}")
+    b = None if b is None else _check_bias(b, w.shape[0], x.dtype)
+    return np.concatenate([
+        conv2d_forward(x[:, cs], w[ks], None if b is None else b[ks], **window)
+        for cs, ks in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, w.shape[0]))],
+        axis=1)
+
+
+def _grouped_backward_data(dy, w, x_shape, groups, **window):
+    """dx = the per-group Conv_BF of the dy slices, side by side along C."""
+    shape = check_x_shape(x_shape)
+    dy = as_float(dy, "dy")
+    w = as_float(w, "w", dtype=dy.dtype)
+    check_ndim(w, 4, "w", "(K, C/groups, kh, kw)")
+    _check_group_split(groups, shape[1], w.shape[0], w.shape, f"x_shape {shape}, w {w.shape}")
+    check_ndim(dy, 4, "dy", "(N, K, Ho, Wo)")
+    if dy.shape[:2] != (shape[0], w.shape[0]):
+        raise ValueError(f"dy: expected shape ({shape[0]}, {w.shape[0]}, Ho, Wo) for x_shape "
+                         f"{shape} and w {w.shape}, got {dy.shape}")
+    part = (shape[0], shape[1] // groups) + shape[2:]
+    return np.concatenate([conv2d_backward_data(dy[:, ks], w[ks], part, **window)
+                           for ks in _group_slices(groups, w.shape[0])], axis=1)
+
+
+def _grouped_backward_weights(dy, x, w_shape, groups, **window):
+    """(dw, db): the per-group weight gradients stacked along K (each group's kernels)."""
+    dy = as_float(dy, "dy")
+    x = _check_input(as_float(x, "x", dtype=dy.dtype))
+    check_ndim(dy, 4, "dy", "(N, K, Ho, Wo)")
+    _check_group_split(groups, x.shape[1], dy.shape[1], None, f"x {x.shape}, dy {dy.shape}")
+    shape = _check_w_shape(w_shape, (x.shape[0], x.shape[1] // groups), dy.shape[1])
+    part = (shape[0] // groups,) + shape[1:]
+    grads = [conv2d_backward_weights(dy[:, ks], x[:, cs], part, **window)
+             for cs, ks in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, shape[0]))]
+    return (np.concatenate([dw for dw, _ in grads], axis=0),
+            np.concatenate([db for _, db in grads]))

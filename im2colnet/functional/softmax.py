@@ -1,4 +1,4 @@
-"""Softmax and the fused softmax + cross-entropy loss, numerically stable.
+"""Softmax, log-softmax and the fused softmax + cross-entropy loss, numerically stable.
 
 The classes are all non-batch axes: x (N, K), or (N, C, H, W) with K = C*H*W.
     p = exp(x - max) / sum(exp(x - max))              (softmax, per row)
@@ -11,7 +11,8 @@ import numpy as np
 
 from .._checks import as_float, as_labels, check_batch
 
-__all__ = ["softmax_forward", "softmax_cross_entropy"]
+__all__ = ["softmax_forward", "log_softmax_forward", "log_softmax_backward",
+           "softmax_cross_entropy"]
 
 
 def _rows(x):
@@ -36,6 +37,28 @@ def softmax_forward(x):
     e = np.exp(x2 - x2.max(axis=1, keepdims=True))
     e /= e.sum(axis=1, keepdims=True)
     return e.reshape(np.shape(x))
+
+
+def log_softmax_forward(x):
+    """log p = (x - max) - log(sum(exp(x - max))) over all non-batch axes.
+
+    x: (N, K) or (N, C, H, W) -> log p: same shape and dtype (finite for finite x).
+    """
+    return _log_softmax(_rows(x)).reshape(np.shape(x))
+
+
+def log_softmax_backward(dy, logp):
+    """dx = dy - p * sum_k dy_k per sample (p = exp(log p)): the Jacobian I - 1 p^T applied to dy.
+
+    dy, logp: one shape (logp from :func:`log_softmax_forward`) -> dx: that shape, dy's dtype.
+    """
+    dy = as_float(dy, "dy")
+    logp = as_float(logp, "logp", dtype=dy.dtype)
+    if dy.shape != logp.shape:
+        raise ValueError(f"dy: shape {dy.shape} does not match logp's shape {logp.shape}")
+    dy2, logp2 = _rows(dy), logp.reshape(dy.shape[0], -1)
+    dx = dy2 - np.exp(logp2) * dy2.sum(axis=1, keepdims=True)
+    return dx.reshape(dy.shape)
 
 
 def _soft_labels(target, x_shape, rows_shape):

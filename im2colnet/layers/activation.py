@@ -1,6 +1,6 @@
-"""Elementwise activations (ReLU, Tanh, Sigmoid, ELU) and Maxout.
+"""Elementwise activations (ReLU, LeakyReLU, Tanh, Sigmoid, ELU) and Maxout.
 
-ReLU runs on the Cython kernels of im2colnet.functional. Tanh, Sigmoid, ELU and
+ReLU and LeakyReLU run on the Cython kernels of im2colnet.functional. Tanh, Sigmoid, ELU and
 Maxout have no functional op; their few NumPy lines below cite the formula
 they implement. Every one keeps the input's shape and dtype (Maxout divides
 the channel axis by ``pieces``).
@@ -8,10 +8,10 @@ the channel axis by ``pieces``).
 import numpy as np
 
 from .. import functional as F
-from .._checks import as_float, check_int
+from .._checks import as_float, check_int, check_number
 from .base import Layer
 
-__all__ = ["ReLU", "Tanh", "Sigmoid", "ELU", "Maxout"]
+__all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "ELU", "Maxout"]
 
 
 class ReLU(Layer):
@@ -28,6 +28,29 @@ class ReLU(Layer):
 
     def backward(self, dy, need_dx=True):
         return F.relu_backward(dy, self._saved(self._x))
+
+
+class LeakyReLU(Layer):
+    """y = x for x > 0, negative_slope * x otherwise; dx = dy for x > 0, negative_slope * dy
+    otherwise (also at x == 0, as PyTorch). Any shape (N, ...)."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = check_number(negative_slope, "negative_slope")
+        self._x = None
+
+    def forward(self, x, training=False):
+        y = F.leaky_relu_forward(x, self.negative_slope)
+        if training:
+            # for a slope >= 0, y > 0 exactly where x > 0, so y serves as x (no copy kept)
+            self._x = y if self.negative_slope >= 0 else np.array(x, dtype=y.dtype)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return F.leaky_relu_backward(dy, self._saved(self._x), self.negative_slope)
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
 
 
 class Tanh(Layer):

@@ -11,8 +11,10 @@ __all__ = ["Conv2d"]
 class Conv2d(ParamLayer):
     """Cross-correlation y[n,k,i,j] = sum_{c,p,q} w[k,c,p,q] x[n,c,i*sh-pt+p*dh, j*sw-pl+q*dw] + b[k].
 
-    weight (out_channels, in_channels, kh, kw), bias (out_channels,).
+    weight (out_channels, in_channels // groups, kh, kw), bias (out_channels,).
     Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo).
+    ``groups=G``: grouped convolution, c running over the group of k
+    (depthwise for G = in_channels); G must divide both channel counts.
     ``padding``: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same";
     ``anchor=(m, n)`` replaces padding (the kernel element (m, n) sits on the
     output pixel). ``kernel_size``, ``stride``, ``dilation``: int or pair.
@@ -20,10 +22,14 @@ class Conv2d(ParamLayer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, anchor=None, bias=True, rng=None):
+                 dilation=1, anchor=None, bias=True, groups=1, rng=None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         self.out_channels = check_int(out_channels, "out_channels")
+        self.groups = check_int(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups: {groups} groups must divide both in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.anchor, self.bias = dilation, anchor, bool(bias)
         # Check the window arguments now (on a large dummy image), not at the first forward.
@@ -42,13 +48,13 @@ class Conv2d(ParamLayer):
 
     def _init_params(self, input_shape, rng):
         area = self._kh * self._kw
-        self._init_weight((self.out_channels, self.in_channels, self._kh, self._kw),
-                          self.in_channels * area, self.out_channels * area, rng,
+        self._init_weight((self.out_channels, self.in_channels // self.groups, self._kh, self._kw),
+                          self.in_channels // self.groups * area, self.out_channels * area, rng,
                           self.out_channels if self.bias else None)
 
     def _window(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    anchor=self.anchor)
+                    anchor=self.anchor, groups=self.groups)
 
     def forward(self, x, training=False):
         self._prepare(x)
@@ -71,4 +77,4 @@ class Conv2d(ParamLayer):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": to_json(self.kernel_size), "stride": to_json(self.stride),
                 "padding": to_json(self.padding), "dilation": to_json(self.dilation),
-                "anchor": to_json(self.anchor), "bias": self.bias}
+                "anchor": to_json(self.anchor), "bias": self.bias, "groups": self.groups}

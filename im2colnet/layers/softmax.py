@@ -1,11 +1,11 @@
-"""The Softmax layer (im2colnet.functional.softmax_forward) and its Jacobian-vector backward."""
+"""The Softmax and LogSoftmax layers (im2colnet.functional softmax ops)."""
 import numpy as np
 
 from .. import functional as F
 from .._checks import as_float
 from .base import Layer
 
-__all__ = ["Softmax"]
+__all__ = ["Softmax", "LogSoftmax"]
 
 
 class Softmax(Layer):
@@ -31,3 +31,24 @@ class Softmax(Layer):
         p2, dy2 = p.reshape(p.shape[0], -1), dy.reshape(p.shape[0], -1)
         dx = p2 * (dy2 - np.sum(dy2 * p2, axis=1, keepdims=True))
         return dx.reshape(p.shape)
+
+
+class LogSoftmax(Layer):
+    """log p = log softmax over all non-batch axes (F.log_softmax_forward); (N, K) or (N, C, H, W).
+
+    backward: dx = dy - p * sum_k dy_k per sample (F.log_softmax_backward). Its
+    output is what im2colnet.losses.NLLLoss takes; LogSoftmax + NLLLoss is
+    CrossEntropyLoss on the scores.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._logp = None
+
+    def forward(self, x, training=False):
+        logp = F.log_softmax_forward(x)
+        self._logp = logp if training else None
+        return logp
+
+    def backward(self, dy, need_dx=True):
+        return F.log_softmax_backward(dy, self._saved(self._logp))

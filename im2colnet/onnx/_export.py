@@ -2,13 +2,16 @@
 
 Each layer becomes the ONNX node it is, in inference form:
 
-    Conv2d        Conv, every padding form as explicit pads (top, left, bottom, right);
-                  a negative pad (a crop) is a Slice of the input before the Conv
+    Conv2d        Conv (with group), every padding form as explicit pads (top, left,
+                  bottom, right); a negative pad (a crop) is a Slice of the input before the Conv
     BatchNorm     BatchNormalization (spatial); per-activation: Reshape (N, C*H*W),
                   BatchNormalization, Reshape back (one statistic per activation)
     ReLU, Tanh, Sigmoid, ELU    Relu, Tanh, Sigmoid, Elu
     Maxout        Reshape (N, C/p, p, ...), ReduceMax over the p pieces
-    MaxPool2d     MaxPool; AvgPool2d: AveragePool with count_include_pad=1 (our divisor)
+    MaxPool2d     MaxPool (with dilations); AvgPool2d: AveragePool with our count_include_pad;
+                  ceil_mode only where it adds no window (else a ValueError: ONNX runtimes
+                  differ on a last window that starts in the padding)
+    GlobalAvgPool2d   GlobalAveragePool;  LeakyReLU   LeakyRelu
     Flatten       Flatten(axis=1)
     Linear        Gemm (transB=1), after a Flatten when the input is an image;
                   on a sequence (N, T, F): MatMul + Add
@@ -33,8 +36,8 @@ from .._version import __version__
 from .._checks import conv_geometry
 from ..serialization import atomic_path
 from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, ELU, Flatten,
-                      GRU, LSTM, LastTimeStep, Linear, MaxPool2d, Maxout, ReLU, RNN, Sigmoid,
-                      Softmax, Tanh)
+                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, MaxPool2d,
+                      Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
 from ..model import Residual
 from ..sequential import Sequential
 from ._common import MIN_OPSET, RECURRENT, to_onnx_gates
@@ -91,18 +94,23 @@ def _conv(graph, i, layer, shape):
     if layer.bias:
         inputs.append(graph.const(f"{i}.bias", layer.params["bias"]))
     graph.node("Conv", f"{i}/Conv", *inputs, kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw],
-               dilations=[g.dh, g.dw], pads=pads, group=1)
+               dilations=[g.dh, g.dw], pads=pads, group=layer.groups)
 
 
 def _pool(graph, i, layer, shape):
-    stride = layer.kernel_size if layer.stride is None else layer.stride
-    g = conv_geometry(shape[1:], layer.kernel_size, stride, layer.padding)
+    g = layer._window(tuple(shape[1:]))
+    if layer.ceil_mode:
+        floor_size = dict(layer.get_config(), ceil_mode=False)
+        if type(layer)(**floor_size).output_shape(tuple(shape)) != layer.output_shape(tuple(shape)):
+            raise ValueError(f"model: layer {i} ({type(layer).__name__}) uses ceil_mode=True where "
+                             f"it adds a partial window; it has no exact ONNX form")
     pads = _crop_and_pads(graph, str(i), g, shape[1:])
     window = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw], pads=pads, ceil_mode=0)
     if isinstance(layer, MaxPool2d):
-        graph.node("MaxPool", f"{i}/MaxPool", **window)
-    else:   # padding counts as 0 and is included in the divisor, as ours
-        graph.node("AveragePool", f"{i}/AveragePool", count_include_pad=1, **window)
+        graph.node("MaxPool", f"{i}/MaxPool", dilations=[g.dh, g.dw], **window)
+    else:   # padding counts as 0, in the divisor or not, as ours
+        graph.node("AveragePool", f"{i}/AveragePool",
+                   count_include_pad=int(layer.count_include_pad), **window)
 
 
 def _batchnorm(graph, i, layer, shape):
@@ -211,6 +219,8 @@ _EMITTERS = {
     Conv2d: _conv, MaxPool2d: _pool, AvgPool2d: _pool, BatchNorm2d: _batchnorm,
     BatchNorm1d: _batchnorm, ReLU: _unary("Relu"), Tanh: _unary("Tanh"),
     Sigmoid: _unary("Sigmoid"), ELU: _unary("Elu", alpha=lambda layer: layer.alpha),
+    LeakyReLU: _unary("LeakyRelu", alpha=lambda layer: layer.negative_slope),
+    GlobalAvgPool2d: _unary("GlobalAveragePool"),
     Maxout: _maxout, Flatten: _unary("Flatten", axis=lambda layer: 1), Linear: _linear,
     Dropout: lambda *args: None, Softmax: _softmax, RNN: _recurrent, LSTM: _recurrent,
     GRU: _recurrent, LastTimeStep: _last_step, Residual: _residual,

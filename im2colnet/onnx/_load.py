@@ -4,11 +4,12 @@ The graph must have one input (N, *sizes) with fixed per-sample sizes, one
 output, and every node must read the previous node's output (plus constants:
 initialisers or Constant nodes). Nodes and what they become:
 
-    Conv (2-D, group 1)           Conv2d (pads, auto_pad, strides, dilations)
+    Conv (2-D, any group)         Conv2d (pads, auto_pad, strides, dilations, groups)
     Gemm; MatMul [+ Add]          Linear (alpha/beta/transB folded into the weight)
     BatchNormalization            BatchNorm2d / BatchNorm1d (inference statistics)
-    Relu, Tanh, Sigmoid, Elu      ReLU, Tanh, Sigmoid, ELU
-    MaxPool, AveragePool          MaxPool2d, AvgPool2d (count_include_pad=1 when padded)
+    Relu, Tanh, Sigmoid, Elu      ReLU, Tanh, Sigmoid, ELU; LeakyRelu: LeakyReLU
+    GlobalAveragePool             GlobalAvgPool2d
+    MaxPool, AveragePool          MaxPool2d (dilation), AvgPool2d (count_include_pad)
     Flatten(axis=1), Reshape      Flatten (a Reshape must keep the batch and flatten)
     Softmax                       Softmax over the features (or Flatten-Softmax-Reshape)
     Transpose, RNN/LSTM/GRU, Squeeze, Transpose    RNN/LSTM/GRU (forward, batch-first; an
@@ -30,9 +31,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ELU, Flatten, GRU, LSTM,
-                      LastTimeStep, Linear, MaxPool2d, Maxout, ReLU, RNN, Sigmoid,
-                      Softmax, Tanh)
+from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ELU, Flatten,
+                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, MaxPool2d,
+                      Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
 from ..sequential import Sequential
 from ..serialization import ModelFormatError
 from ._common import RECURRENT, from_onnx_gates
@@ -41,7 +42,8 @@ __all__ = ["load"]
 
 _FLOATS = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
 _RNN_CLASSES = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
-_ACTIVATIONS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid}
+_ACTIVATIONS = {"Relu": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid,
+                "GlobalAveragePool": GlobalAvgPool2d}
 
 
 class _Unsupported(ValueError):
@@ -307,16 +309,18 @@ def _conv(imp, chain, i, shape):
     attrs = _attrs(node, {**_WINDOW_ATTRS, "dilations": None, "group": 1})
     w = imp.const(node, 1, "W (the weights)")
     b = imp.const(node, 2, "B (the bias)", required=False)
-    if attrs["group"] != 1:
-        _fail(node, f"group={attrs['group']} (a grouped convolution) is not supported")
     if w.ndim != 4:
         _fail(node, f"only 2-D convolutions are supported (weights of shape {w.shape})")
     kernel = tuple(w.shape[2:])
     if attrs["kernel_shape"] is not None and tuple(attrs["kernel_shape"]) != kernel:
         _fail(node, f"kernel_shape {attrs['kernel_shape']} disagrees with the weights' shape {w.shape}")
     stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
-    layer = Conv2d(int(w.shape[1]), int(w.shape[0]), _int_or_pair(*kernel), stride=stride,
-                   padding=padding, dilation=dilation, bias=b is not None)
+    try:
+        layer = Conv2d(int(w.shape[1]) * attrs["group"], int(w.shape[0]), _int_or_pair(*kernel),
+                       stride=stride, padding=padding, dilation=dilation, bias=b is not None,
+                       groups=attrs["group"])
+    except ValueError as exc:
+        _fail(node, str(exc))
     arrays = {"weight": w} if b is None else {"weight": w, "bias": b}
     return i + 1, imp.add(node, layer, shape, **arrays)
 
@@ -327,21 +331,19 @@ def _pool(imp, chain, i, shape):
     extra = {"storage_order": 0} if is_max else {"count_include_pad": 0}
     attrs = _attrs(node, {**_WINDOW_ATTRS, "dilations": None, "ceil_mode": 0, **extra})
     kernel = tuple(attrs["kernel_shape"] or ())
-    if any(d != 1 for d in attrs["dilations"] or [1]):
-        _fail(node, f"dilations={attrs['dilations']} in pooling are not supported")
+    if not is_max and any(d != 1 for d in attrs["dilations"] or [1]):
+        _fail(node, f"dilations={attrs['dilations']} in average pooling are not supported")
     if is_max and attrs["storage_order"] != 0:
         _fail(node, "storage_order=1 is not supported")
-    stride, padding, _ = _window(imp, node, shape, attrs, kernel)
-    layer_cls = MaxPool2d if is_max else AvgPool2d
+    stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
     try:
         kernel = _int_or_pair(*kernel)
-        layer = layer_cls(kernel, stride=None if stride == kernel else stride, padding=padding)
+        stride = None if stride == kernel else stride
+        layer = MaxPool2d(kernel, stride, padding, dilation=dilation) if is_max else \
+            AvgPool2d(kernel, stride, padding, count_include_pad=bool(attrs["count_include_pad"]))
+        g = layer._window(tuple(shape[1:]))
     except ValueError as exc:
         _fail(node, str(exc))
-    g = layer._geometry
-    if not is_max and attrs["count_include_pad"] == 0 and any((g.pt, g.pb, g.pl, g.pr)):
-        _fail(node, "count_include_pad=0 with padding is not supported (im2colnet's average "
-                    "pooling counts the padding in the divisor: count_include_pad=1)")
     if attrs["ceil_mode"] not in (0, 1):
         _fail(node, f"ceil_mode={attrs['ceil_mode']} is not supported")
     if attrs["ceil_mode"] == 1:
@@ -401,6 +403,8 @@ def _unary(imp, chain, i, shape):
     node = chain[i]
     if node.op_type == "Elu":
         layer = ELU(_float(_attrs(node, {"alpha": 1.0})["alpha"]))
+    elif node.op_type == "LeakyRelu":
+        layer = LeakyReLU(_float(_attrs(node, {"alpha": 0.01})["alpha"]))
     else:
         _attrs(node, {})
         layer = _ACTIVATIONS[node.op_type]()
@@ -655,7 +659,8 @@ def _gather(imp, chain, i, shape):
 
 _HANDLERS = {
     "Conv": _conv, "MaxPool": _pool, "AveragePool": _pool, "Gemm": _gemm, "MatMul": _matmul,
-    "Relu": _unary, "Tanh": _unary, "Sigmoid": _unary, "Elu": _unary,
+    "Relu": _unary, "Tanh": _unary, "Sigmoid": _unary, "Elu": _unary, "LeakyRelu": _unary,
+    "GlobalAveragePool": _unary,
     "Identity": _skip, "Dropout": _skip, "BatchNormalization": _batchnorm, "Softmax": _softmax,
     "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Transpose": _recurrent,
     "Gather": _gather,

@@ -1,0 +1,725 @@
+/* The packed convolution GEMM's driver: blocking, packing (im2col into the panels),
+ * threads.  The micro-kernels (gemm_avx512.c, gemm_avx2.c, gemm_portable.c) are the
+ * only code that depends on the instruction set.
+ *
+ * Column blocks.  The output pixels of the batch are cut into blocks: a group of whole
+ * samples when a sample has few pixels, else a band of output rows of one sample.  A
+ * block's input is first copied into a zero-padded band `pad` (nb samples x cc channels
+ * x band_h rows x wp columns) that holds exactly the input cells (and padding zeros)
+ * its windows read, so that
+ *     phi^T[tap t, column j] = pad[tap_off[t] + col_src[j]]
+ * with tap_off[t] = c*band_h*wp + p*dh*wp + q*dw for t = (c*kh + p)*kw + q, and
+ * col_src[j] = (b*cc*band_h + (i - i0)*sh)*wp + jj*sw for output pixel (i, jj) of the
+ * block's sample b.  Any padding (negative: a crop), stride, dilation and anchor are
+ * absorbed here; the loops below never test a bound.  Consecutive columns of one output
+ * row are a "run": src advances by sw, so packing a tap's run is a (strided) copy.
+ *
+ * Panels.  phi^T of a block is packed tap chunk by tap chunk into NR-column slivers,
+ * Bp[s][t][NR] (zero beyond the block's columns): the B panel of Goto's GEMM, bounded
+ * by PANEL_BYTES, one sliver (kc x NR) small enough for L1.  The weights are packed
+ * once per call into MR-row panels Ap[m][t][MR] (the A panel).
+ *
+ * Passes (per block; see packed_gemm.h for the products):
+ *   forward: for each tap chunk, each sliver, each MR rows of kernels: the outer-product
+ *     micro-kernel writes straight into y (NCHW) when its tile lies in one sample and
+ *     inside K, else into a scratch tile that is then copied; later chunks accumulate;
+ *     the bias is added by the first.
+ *   weight gradient: dY of the block is packed into slivers Dp[s][k][NR] too, and the dot
+ *     micro-kernel sums dY . phi along the pixels into the thread's partial (K, CKK).
+ *   data gradient: dphi^T = A^T dY, MR taps at a time into a chunk buffer in sliver
+ *     layout, then scatter-added into a zero-padded band (col2im, the adjoint of the
+ *     packing), whose inside is added into dx.
+ *
+ * Threads (OpenMP, when compiled with it): forward and weight gradient split the blocks
+ * into contiguous ranges, one per thread (the weight gradient's partial sums are added
+ * by the caller in thread order: the same result on every run with the same thread
+ * count).  The data gradient's tasks are (samples, channel range) pairs, so no two
+ * threads add into the same dx cell.
+ */
+#include "packed_gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------ levels */
+
+int pg_best_level(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (pg_avx512_compiled() && __builtin_cpu_supports("avx512f"))
+        return 2;
+    if (pg_avx2_compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+#endif
+    return 0;
+}
+
+const pg_level *pg_level_by_index(int index)
+{
+    if (index == 2 && pg_avx512_compiled())
+        return &pg_level_avx512;
+    if (index == 1 && pg_avx2_compiled())
+        return &pg_level_avx2;
+    return &pg_level_portable;
+}
+
+/* ----------------------------------------------------------- cache sizes */
+
+/* Test hooks (pg_set_cache_bytes): cache sizes to plan for instead of the machine's, so
+ * that small tests run many blocks, bands and tap chunks.  0: the machine's. */
+static int64_t forced_cache[3];
+
+void pg_set_cache_bytes(int64_t l1, int64_t l2)
+{
+    forced_cache[1] = l1;
+    forced_cache[2] = l2;
+}
+
+static int64_t cache_bytes(int level)
+{
+    long size = -1;
+    if (forced_cache[level] > 0)
+        return forced_cache[level];
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    size = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (size <= 0)
+        size = level == 1 ? 32 * 1024 : 512 * 1024;
+    return size;
+}
+
+/* Taps per chunk: one B sliver (kc x NR floats) fills at most L1. */
+static int64_t tap_chunk(const pg_level *lv, int64_t taps)
+{
+    int64_t kc_max = cache_bytes(1) / (lv->nr * (int64_t)sizeof(float));
+    if (kc_max < 16)
+        kc_max = 16;
+    int64_t chunks = (taps + kc_max - 1) / kc_max;
+    return (taps + chunks - 1) / chunks;
+}
+
+/* Bytes of the B panel (a block's packed columns of one tap chunk): half of L2, the
+ * other half for the A panel streaming through. */
+static int64_t panel_bytes(void) { return cache_bytes(2) / 2; }
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+/* The packing loops are compiled twice, for AVX2 and for the baseline, and the loader
+ * picks one (GNU ifunc): their copies move 32 bytes at a time where the CPU can. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__) \
+    && !defined(__SANITIZE_ADDRESS__)
+#define PACKING __attribute__((target_clones("avx2", "default")))
+#else
+#define PACKING
+#endif
+
+/* Taps per chunk of the weight gradient (at most; see pg_backward_weights). */
+#define WEIGHTS_TAP_CHUNK 96
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ------------------------------------------------------- per-thread scratch */
+
+/* Scratch arrays of the calling thread, grown on demand and kept from call to call (the
+ * OpenMP pool's threads live on), so a call does not fault in fresh pages.  Bounded: a
+ * few panels of PANEL_BYTES plus one block's padded band.  Freed when the thread ends
+ * (a POSIX thread key's destructor: OpenMP ends threads when the thread count drops). */
+enum { S_PAD, S_PANEL, S_DY, S_COLS, S_TAPS, S_RUNS, S_SLOTS };
+typedef struct { void *ptr[S_SLOTS]; size_t bytes[S_SLOTS]; } pg_scratch;
+
+static void free_scratch(void *arg)
+{
+    pg_scratch *sc = arg;
+    for (int i = 0; i < S_SLOTS; i++)
+        free(sc->ptr[i]);
+    free(sc);
+}
+
+#if defined(_WIN32)
+static _Thread_local pg_scratch *thread_scratch;
+static pg_scratch *get_scratch(void)
+{
+    if (!thread_scratch)
+        thread_scratch = calloc(1, sizeof(pg_scratch));
+    return thread_scratch;
+}
+#else
+#include <pthread.h>
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void make_scratch_key(void) { scratch_key_ok = pthread_key_create(&scratch_key, free_scratch) == 0; }
+
+static pg_scratch *get_scratch(void)
+{
+    pthread_once(&scratch_once, make_scratch_key);
+    if (!scratch_key_ok)
+        return NULL;
+    pg_scratch *sc = pthread_getspecific(scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof(pg_scratch));
+        if (sc && pthread_setspecific(scratch_key, sc) != 0) {
+            free(sc);
+            sc = NULL;
+        }
+    }
+    return sc;
+}
+#endif
+
+static void *scratch(int slot, size_t bytes)
+{
+    pg_scratch *sc = get_scratch();
+    if (!sc)
+        return NULL;
+    if (sc->bytes[slot] < bytes) {
+        free(sc->ptr[slot]);
+        size_t rounded = (size_t)round_up((int64_t)bytes + 64, 4096);
+        sc->ptr[slot] = aligned_alloc(64, rounded);
+        sc->bytes[slot] = sc->ptr[slot] ? rounded : 0;
+    }
+    return sc->ptr[slot];
+}
+
+/* ------------------------------------------------------------------ blocks */
+
+typedef struct {
+    int64_t n0, nb, i0, i1;   /* samples n0 .. n0+nb-1, output rows [i0, i1) */
+    int64_t ncols, nsl;       /* columns nb*(i1-i0)*Wo, NR-wide slivers */
+    int64_t cc, band_h, wp;   /* the padded band: channels, rows, columns */
+    int64_t r0;               /* the input row of band row 0 */
+} pg_block;
+
+typedef struct {
+    int whole;        /* blocks of `group` whole samples, else bands of `rows` output rows */
+    int64_t group, rows, bands, count;
+} pg_plan;
+
+/* Blocks of about `cols` columns, at least `min_blocks` of them where the batch allows. */
+static pg_plan make_plan(const pg_geom *g, int64_t cols, int64_t min_blocks)
+{
+    pg_plan pl;
+    const int64_t P = g->Ho * g->Wo;
+    if (min_blocks > 1)
+        cols = min64(cols, max64(1, (g->N * P + min_blocks - 1) / min_blocks));
+    if (P <= cols) {
+        pl.whole = 1;
+        pl.group = min64(g->N, max64(1, cols / P));
+        pl.rows = g->Ho;
+        pl.bands = 1;
+        pl.count = (g->N + pl.group - 1) / pl.group;
+    } else {
+        pl.whole = 0;
+        pl.group = 1;
+        pl.rows = max64(1, cols / g->Wo);
+        pl.bands = (g->Ho + pl.rows - 1) / pl.rows;
+        pl.count = g->N * pl.bands;
+    }
+    return pl;
+}
+
+static pg_block get_block(const pg_geom *g, const pg_level *lv, const pg_plan *pl,
+                          int64_t index, int64_t cc)
+{
+    pg_block b;
+    if (pl->whole) {
+        b.n0 = index * pl->group;
+        b.nb = min64(pl->group, g->N - b.n0);
+        b.i0 = 0;
+        b.i1 = g->Ho;
+    } else {
+        b.n0 = index / pl->bands;
+        b.nb = 1;
+        b.i0 = (index % pl->bands) * pl->rows;
+        b.i1 = min64(g->Ho, b.i0 + pl->rows);
+    }
+    b.ncols = b.nb * (b.i1 - b.i0) * g->Wo;
+    b.nsl = (b.ncols + lv->nr - 1) / lv->nr;
+    b.cc = cc;
+    b.band_h = (b.i1 - b.i0 - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    b.wp = (g->Wo - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    b.r0 = b.i0 * g->sh - g->pt;
+    return b;
+}
+
+/* pad[b][c][r][u] = x[n0+b, c0+c, r0+r, u-pl] inside the image, else 0. */
+PACKING static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_t c0, float *pad)
+{
+    const int64_t u_lo = max64(0, min64(b->wp, g->pl)), u_hi = max64(u_lo, min64(b->wp, g->pl + g->W));
+    for (int64_t s = 0; s < b->nb; s++)
+        for (int64_t c = 0; c < b->cc; c++) {
+            const float *plane = x + ((b->n0 + s) * g->C + c0 + c) * g->H * g->W;
+            float *dst = pad + (s * b->cc + c) * b->band_h * b->wp;
+            for (int64_t r = 0; r < b->band_h; r++, dst += b->wp) {
+                const int64_t ih = b->r0 + r;
+                if (ih < 0 || ih >= g->H) {
+                    memset(dst, 0, b->wp * sizeof(float));
+                    continue;
+                }
+                memset(dst, 0, u_lo * sizeof(float));
+                memcpy(dst + u_lo, plane + ih * g->W + (u_lo - g->pl), (u_hi - u_lo) * sizeof(float));
+                memset(dst + u_hi, 0, (b->wp - u_hi) * sizeof(float));
+            }
+        }
+}
+
+/* dx[n0+b, c0+c, ih, iw] += pad[b][c][ih-r0][iw+pl] for the cells of the image the band covers. */
+PACKING static void add_pad_inside(const pg_geom *g, const pg_block *b, const float *pad, int64_t c0, float *dx)
+{
+    const int64_t u_lo = max64(0, min64(b->wp, g->pl)), u_hi = max64(u_lo, min64(b->wp, g->pl + g->W));
+    const int64_t r_lo = max64(0, -b->r0), r_hi = min64(b->band_h, g->H - b->r0);
+    for (int64_t s = 0; s < b->nb; s++)
+        for (int64_t c = 0; c < b->cc; c++) {
+            float *plane = dx + ((b->n0 + s) * g->C + c0 + c) * g->H * g->W;
+            const float *src = pad + (s * b->cc + c) * b->band_h * b->wp;
+            for (int64_t r = r_lo; r < r_hi; r++) {
+                float *row = plane + (b->r0 + r) * g->W + (u_lo - g->pl);
+                const float *from = src + r * b->wp + u_lo;
+                for (int64_t u = 0; u < u_hi - u_lo; u++)
+                    row[u] += from[u];
+            }
+        }
+}
+
+/* One run of consecutive columns of an output row inside a sliver: sliver columns
+ * [jj, jj + len) read pad[tap_off + src + u*sw]. */
+typedef struct { int64_t jj, len, src; } pg_run;
+
+/* The runs of every sliver (sliver s: runs[first[s] .. first[s+1])), and for each column
+ * its offset in an NCHW output of `planes` planes per sample (n*planes*P + pixel).
+ * Returns the number of runs. */
+static int64_t make_runs(const pg_geom *g, const pg_level *lv, const pg_block *b,
+                         pg_run *runs, int64_t *first, int64_t *out_off, int64_t planes)
+{
+    const int64_t rows = b->i1 - b->i0, P = g->Ho * g->Wo, nr = lv->nr;
+    int64_t count = 0;
+    for (int64_t s = 0; s < b->nsl; s++) {
+        first[s] = count;
+        int64_t col = s * nr, end = min64(b->ncols, col + nr);
+        while (col < end) {
+            const int64_t smp = col / (rows * g->Wo), rem = col % (rows * g->Wo);
+            const int64_t i = b->i0 + rem / g->Wo, j = rem % g->Wo;
+            const int64_t len = min64(end - col, g->Wo - j);
+            runs[count].jj = col - s * nr;
+            runs[count].len = len;
+            runs[count].src = (smp * b->cc * b->band_h + (i - b->i0) * g->sh) * b->wp + j * g->sw;
+            if (out_off)
+                for (int64_t u = 0; u < len; u++)
+                    out_off[col + u] = (b->n0 + smp) * planes * P + i * g->Wo + j + u;
+            count++;
+            col += len;
+        }
+    }
+    first[b->nsl] = count;
+    return count;
+}
+
+/* tap_off[t - t0] for taps t in [t0, t1) of channels counted from c0 (see the top). */
+static void make_taps(const pg_geom *g, const pg_block *b, int64_t t0, int64_t t1, int64_t c0,
+                      int64_t *tap_off)
+{
+    const int64_t khw = g->kh * g->kw;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t c = t / khw - c0, p = (t % khw) / g->kw, q = t % g->kw;
+        tap_off[t - t0] = (c * b->band_h + p * g->dh) * b->wp + q * g->dw;
+    }
+}
+
+/* to[u] = from[u] for u < len: 8- and 4-float pieces, the last one overlapping the one
+ * before it (so nothing outside the run is read or written), a scalar loop below 4. */
+static inline void copy_run(float *restrict to, const float *restrict from, int64_t len)
+{
+    if (len >= 8) {
+        for (int64_t u = 0; u + 8 < len; u += 8)
+            memcpy(to + u, from + u, 8 * sizeof(float));
+        memcpy(to + len - 8, from + len - 8, 8 * sizeof(float));
+    } else if (len >= 4) {
+        memcpy(to, from, 4 * sizeof(float));
+        memcpy(to + len - 4, from + len - 4, 4 * sizeof(float));
+    } else {
+        for (int64_t u = 0; u < len; u++)
+            to[u] = from[u];
+    }
+}
+
+/* to[u] += from[u] for u < len, in 8- and 4-float pieces. */
+static inline void add_run(float *restrict to, const float *restrict from, int64_t len)
+{
+    int64_t u = 0;
+    for (; u + 8 <= len; u += 8)
+        for (int v = 0; v < 8; v++)
+            to[u + v] += from[u + v];
+    for (; u + 4 <= len; u += 4)
+        for (int v = 0; v < 4; v++)
+            to[u + v] += from[u + v];
+    for (; u < len; u++)
+        to[u] += from[u];
+}
+
+/* Bp[s][t][NR] = phi^T[t0 + t, s*NR + jj] for t < kc, 0 for kc <= t < kcp and beyond
+ * the block's columns (tap_off holds the chunk's kc taps).  Run by run, the taps inside:
+ * one run's copy has the same length for every tap. */
+PACKING static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *pad,
+                     const pg_run *runs, const int64_t *first, const int64_t *tap_off,
+                     int64_t kc, int64_t kcp, float *Bp)
+{
+    const int64_t nr = lv->nr, sw = g->sw;
+    for (int64_t s = 0; s < b->nsl; s++) {
+        float *sliver = Bp + s * kcp * nr;
+        const int64_t filled = min64(nr, b->ncols - s * nr);
+        for (int64_t k = first[s]; k < first[s + 1]; k++) {
+            const float *src = pad + runs[k].src;
+            float *to = sliver + runs[k].jj;
+            const int64_t len = runs[k].len;
+            if (sw == 1)
+                for (int64_t t = 0; t < kc; t++)
+                    copy_run(to + t * nr, src + tap_off[t], len);
+            else
+                for (int64_t t = 0; t < kc; t++) {
+                    const float *from = src + tap_off[t];
+                    float *row = to + t * nr;
+                    for (int64_t u = 0; u < len; u++)
+                        row[u] = from[u * sw];
+                }
+        }
+        if (filled < nr)
+            for (int64_t t = 0; t < kc; t++)
+                memset(sliver + t * nr + filled, 0, (nr - filled) * sizeof(float));
+        if (kcp > kc)
+            memset(sliver + kc * nr, 0, (kcp - kc) * nr * sizeof(float));
+    }
+}
+
+/* The adjoint of pack_phi: pad[tap_off[t] + src + u*sw] += Cb[s][t][jj + u]. */
+PACKING static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, float *pad,
+                       const pg_run *runs, const int64_t *first, const int64_t *tap_off,
+                       int64_t kc, int64_t kcp, const float *Cb)
+{
+    const int64_t nr = lv->nr, sw = g->sw;
+    for (int64_t t = 0; t < kc; t++) {
+        float *base = pad + tap_off[t];
+        for (int64_t s = 0; s < b->nsl; s++) {
+            const float *from = Cb + (s * kcp + t) * nr;
+            for (int64_t k = first[s]; k < first[s + 1]; k++) {
+                float *dst = base + runs[k].src;
+                const float *src = from + runs[k].jj;
+                const int64_t len = runs[k].len;
+                if (sw == 1)
+                    add_run(dst, src, len);
+                else
+                    for (int64_t u = 0; u < len; u++)
+                        dst[u * sw] += src[u];
+            }
+        }
+    }
+}
+
+/* Dp[s][k][NR] = dy[n, k, pixel] of the sliver's columns for k < K, 0 for K <= k < kp. */
+PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
+                    const int64_t *first, const pg_run *runs, int64_t kp, float *Dp)
+{
+    const int64_t nr = lv->nr, P = g->Ho * g->Wo, rows = b->i1 - b->i0;
+    for (int64_t s = 0; s < b->nsl; s++) {
+        float *sliver = Dp + s * kp * nr;
+        const int64_t filled = min64(nr, b->ncols - s * nr);
+        for (int64_t k = 0; k < g->K; k++) {
+            float *dst = sliver + k * nr;
+            for (int64_t r = first[s]; r < first[s + 1]; r++) {
+                const int64_t col = s * nr + runs[r].jj;
+                const int64_t smp = col / (rows * g->Wo), pix = b->i0 * g->Wo + col % (rows * g->Wo);
+                copy_run(dst + runs[r].jj, dy + ((b->n0 + smp) * g->K + k) * P + pix, runs[r].len);
+            }
+            for (int64_t j = filled; j < nr; j++)
+                dst[j] = 0.0f;
+        }
+        if (kp > g->K)
+            memset(sliver + g->K * nr, 0, (kp - g->K) * nr * sizeof(float));
+    }
+}
+
+/* Ap[m][t][MR] = w[m*MR + r, t] (0 for rows >= K): the weights in MR-row panels. */
+static void pack_weights(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *Ap)
+{
+    const int64_t mr = lv->mr;
+    for (int64_t m = 0; m < K; m += mr)
+        for (int64_t t = 0; t < taps; t++)
+            for (int64_t r = 0; r < mr; r++)
+                *Ap++ = m + r < K ? w[(m + r) * taps + t] : 0.0f;
+}
+
+/* At[m][k][MR] = w[k, m*MR + r] (0 for taps >= CKK): the transposed weights in MR-tap panels. */
+static void pack_weights_t(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *At)
+{
+    const int64_t mr = lv->mr;
+    for (int64_t m = 0; m < taps; m += mr)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t r = 0; r < mr; r++)
+                *At++ = m + r < taps ? w[k * taps + m + r] : 0.0f;
+}
+
+/* The threads the work runs on: 1 without OpenMP. */
+static int usable_threads(int threads)
+{
+#ifdef _OPENMP
+    return threads > 1 ? threads : 1;
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+static int thread_index(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int thread_total(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ----------------------------------------------------------------- forward */
+
+/* One block of the forward pass; 0, or -1 without scratch memory. */
+static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl, int64_t index,
+                         const float *x, const float *Ap, const float *biasp, float *y, int64_t kc_max)
+{
+    const int64_t taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
+    const int64_t mr = lv->mr, nr = lv->nr, K = g->K;
+    const int64_t mc = max64(mr, panel_bytes() / (kc_max * (int64_t)sizeof(float)) / mr * mr);
+    pg_block b = get_block(g, lv, pl, index, g->C);
+    float *pad = scratch(S_PAD, (size_t)(b.nb * b.cc * b.band_h * b.wp) * sizeof(float));
+    float *Bp = scratch(S_PANEL, (size_t)(b.nsl * kc_max * nr) * sizeof(float));
+    pg_run *runs = scratch(S_RUNS, (size_t)(b.ncols + b.nsl) * sizeof(pg_run));
+    int64_t *first = scratch(S_COLS, (size_t)(b.nsl + 1 + b.ncols) * sizeof(int64_t));
+    int64_t *tap_off = scratch(S_TAPS, (size_t)kc_max * sizeof(int64_t));
+    if (!pad || !Bp || !runs || !first || !tap_off)
+        return -1;
+    int64_t *out_off = first + b.nsl + 1;
+    float tile[PG_MAX_MR * PG_MAX_NR];
+    fill_pad(g, &b, x, 0, pad);
+    make_runs(g, lv, &b, runs, first, out_off, K);
+    for (int64_t t0 = 0; t0 < taps; t0 += kc_max) {
+        const int64_t kc = min64(kc_max, taps - t0);
+        const int accumulate = t0 > 0;
+        make_taps(g, &b, t0, t0 + kc, 0, tap_off);
+        pack_phi(g, lv, &b, pad, runs, first, tap_off, kc, kc, Bp);
+        /* rows of kernels in blocks of mc: their A panel (mc x kc) stays in L2 */
+        for (int64_t m0 = 0; m0 < K; m0 += mc)
+        for (int64_t s = 0; s < b.nsl; s++) {
+            const float *bs = Bp + s * kc * nr;
+            const int64_t col = s * nr, filled = min64(nr, b.ncols - col);
+            /* the sliver's columns are consecutive pixels of one sample: write in place */
+            const int in_place = filled == nr && out_off[col + nr - 1] - out_off[col] == nr - 1;
+            for (int64_t m = m0; m < min64(K, m0 + mc); m += mr) {
+                const float *am = Ap + (m * taps + t0 * mr);
+                const float *bias = (biasp && !accumulate) ? biasp + m : NULL;
+                if (in_place && m + mr <= K) {
+                    lv->outer(kc, am, bs, y + out_off[col] + m * P, P, accumulate, bias);
+                    continue;
+                }
+                lv->outer(kc, am, bs, tile, nr, 0, bias);
+                for (int64_t r = 0; r < mr && m + r < K; r++)
+                    for (int64_t j = 0; j < filled; j++) {
+                        float *dst = y + out_off[col + j] + (m + r) * P;
+                        *dst = (accumulate ? *dst : 0.0f) + tile[r * nr + j];
+                    }
+            }
+        }
+    }
+    return 0;
+}
+
+int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
+               const float *bias, float *y, int threads)
+{
+    const int64_t taps = g->C * g->kh * g->kw, kpad = round_up(g->K, lv->mr);
+    const int64_t kc_max = tap_chunk(lv, taps);
+    threads = usable_threads(threads);
+    pg_plan pl = make_plan(g, max64(lv->nr, panel_bytes() / (kc_max * (int64_t)sizeof(float))), threads);
+    float *Ap = malloc((size_t)(kpad * taps + kpad) * sizeof(float));
+    if (!Ap)
+        return -1;
+    float *biasp = NULL;
+    pack_weights(lv, g->K, taps, w, Ap);
+    if (bias) {
+        biasp = Ap + kpad * taps;
+        for (int64_t k = 0; k < kpad; k++)
+            biasp[k] = k < g->K ? bias[k] : 0.0f;
+    }
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1 && pl.count > 1) reduction(| : failed)
+#endif
+    {
+        const int64_t tid = thread_index(), nth = thread_total();
+        for (int64_t i = pl.count * tid / nth; i < pl.count * (tid + 1) / nth; i++)
+            failed |= forward_block(lv, g, &pl, i, x, Ap, biasp, y, kc_max) != 0;
+    }
+    free(Ap);
+    return failed ? -1 : 0;
+}
+
+/* --------------------------------------------------------- weight gradient */
+
+static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl, int64_t index,
+                         const float *dy, const float *x, float *out, int64_t kc_max)
+{
+    const int64_t taps = g->C * g->kh * g->kw;
+    const int64_t nr = lv->nr, dm = lv->dm, dn = lv->dn, K = g->K, kp = round_up(K, dm);
+    const int64_t kcp_max = round_up(kc_max, dn);
+    pg_block b = get_block(g, lv, pl, index, g->C);
+    float *pad = scratch(S_PAD, (size_t)(b.nb * b.cc * b.band_h * b.wp) * sizeof(float));
+    float *Bp = scratch(S_PANEL, (size_t)(b.nsl * kcp_max * nr) * sizeof(float));
+    float *Dp = scratch(S_DY, (size_t)(b.nsl * kp * nr) * sizeof(float));
+    pg_run *runs = scratch(S_RUNS, (size_t)(b.ncols + b.nsl) * sizeof(pg_run));
+    int64_t *first = scratch(S_COLS, (size_t)(b.nsl + 1) * sizeof(int64_t));
+    int64_t *tap_off = scratch(S_TAPS, (size_t)kc_max * sizeof(int64_t));
+    if (!pad || !Bp || !Dp || !runs || !first || !tap_off)
+        return -1;
+    float tile[PG_MAX_MR * PG_MAX_MR];
+    fill_pad(g, &b, x, 0, pad);
+    make_runs(g, lv, &b, runs, first, NULL, K);
+    pack_dy(g, lv, &b, dy, first, runs, kp, Dp);
+    for (int64_t t0 = 0; t0 < taps; t0 += kc_max) {
+        const int64_t kc = min64(kc_max, taps - t0), kcp = round_up(kc, dn);
+        make_taps(g, &b, t0, t0 + kc, 0, tap_off);
+        pack_phi(g, lv, &b, pad, runs, first, tap_off, kc, kcp, Bp);
+        for (int64_t t = 0; t < kcp; t += dn)
+            for (int64_t m = 0; m < kp; m += dm) {
+                const float *a = Dp + m * nr, *bt = Bp + t * nr;
+                if (m + dm <= K && t + dn <= kc) {
+                    lv->dot(b.nsl, a, kp * nr, bt, kcp * nr, out + m * taps + t0 + t, taps);
+                    continue;
+                }
+                memset(tile, 0, sizeof(tile));
+                lv->dot(b.nsl, a, kp * nr, bt, kcp * nr, tile, dn);
+                for (int64_t r = 0; r < dm && m + r < K; r++)
+                    for (int64_t j = 0; j < dn && t + j < kc; j++)
+                        out[(m + r) * taps + t0 + t + j] += tile[r * dn + j];
+            }
+    }
+    return 0;
+}
+
+int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, const float *x,
+                        float *partial, int threads)
+{
+    const int64_t taps = g->C * g->kh * g->kw;
+    /* Short tap chunks and long blocks: each dot tile sums along many slivers before its
+     * horizontal sums.  The chunk's phi panel and dY's panel share the L2 budget. */
+    const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, lv->dn));
+    const int64_t per_col = (round_up(kc_max, lv->dn) + round_up(g->K, lv->dm)) * (int64_t)sizeof(float);
+    memset(partial, 0, (size_t)threads * g->K * taps * sizeof(float));
+    threads = usable_threads(threads);
+    pg_plan pl = make_plan(g, max64(lv->nr, 3 * panel_bytes() / 2 / per_col), threads);
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1 && pl.count > 1) reduction(| : failed)
+#endif
+    {
+        const int64_t tid = thread_index(), nth = thread_total();
+        float *out = partial + tid * g->K * taps;
+        for (int64_t i = pl.count * tid / nth; i < pl.count * (tid + 1) / nth; i++)
+            failed |= weights_block(lv, g, &pl, i, dy, x, out, kc_max) != 0;
+    }
+    return failed ? -1 : 0;
+}
+
+/* ----------------------------------------------------------- data gradient */
+
+/* The samples of task unit u (a block of whole samples, or one sample cut into bands), its
+ * channels [c0, c1): dx of those is written (zeroed first, then every band added). */
+static int data_task(const pg_level *lv, const pg_geom *g, const pg_plan *pl, int64_t unit,
+                     int64_t c0, int64_t c1, const float *dy, const float *At, float *dx)
+{
+    const int64_t taps = g->C * g->kh * g->kw, khw = g->kh * g->kw;
+    const int64_t mr = lv->mr, nr = lv->nr, K = g->K;
+    const int64_t t_lo = c0 * khw, t_hi = c1 * khw, t_first = t_lo / mr * mr;
+    const int64_t first_block = pl->whole ? unit : unit * pl->bands;
+    const int64_t last_block = pl->whole ? unit + 1 : (unit + 1) * pl->bands;
+    {
+        pg_block b = get_block(g, lv, pl, first_block, c1 - c0);
+        for (int64_t s = 0; s < b.nb; s++)
+            memset(dx + ((b.n0 + s) * g->C + c0) * g->H * g->W, 0,
+                   (size_t)((c1 - c0) * g->H * g->W) * sizeof(float));
+    }
+    for (int64_t index = first_block; index < last_block; index++) {
+        pg_block b = get_block(g, lv, pl, index, c1 - c0);
+        /* taps per chunk: the chunk's results (tc x the block's columns) fit the panel budget */
+        const int64_t tc = max64(mr, panel_bytes() / (b.nsl * nr * (int64_t)sizeof(float)) / mr * mr);
+        const size_t pad_size = (size_t)(b.nb * b.cc * b.band_h * b.wp);
+        float *pad = scratch(S_PAD, pad_size * sizeof(float));
+        float *Cb = scratch(S_PANEL, (size_t)(b.nsl * tc * nr) * sizeof(float));
+        float *Dp = scratch(S_DY, (size_t)(b.nsl * K * nr) * sizeof(float));
+        pg_run *runs = scratch(S_RUNS, (size_t)(b.ncols + b.nsl) * sizeof(pg_run));
+        int64_t *first = scratch(S_COLS, (size_t)(b.nsl + 1) * sizeof(int64_t));
+        int64_t *tap_off = scratch(S_TAPS, (size_t)tc * sizeof(int64_t));
+        if (!pad || !Cb || !Dp || !runs || !first || !tap_off)
+            return -1;
+        memset(pad, 0, pad_size * sizeof(float));
+        make_runs(g, lv, &b, runs, first, NULL, K);
+        pack_dy(g, lv, &b, dy, first, runs, K, Dp);
+        for (int64_t t0 = t_first; t0 < t_hi; t0 += tc) {
+            const int64_t t1 = min64(t_hi, t0 + tc);
+            /* dphi^T of taps [t0, t1) (MR-aligned panels; rows below t_lo are not added) */
+            for (int64_t s = 0; s < b.nsl; s++)
+                for (int64_t m = t0; m < t1; m += mr)
+                    lv->outer(K, At + m * K, Dp + s * K * nr, Cb + (s * tc + (m - t0)) * nr, nr, 0, NULL);
+            const int64_t a0 = max64(t0, t_lo);
+            make_taps(g, &b, a0, t1, c0, tap_off);
+            unpack_add(g, lv, &b, pad, runs, first, tap_off, t1 - a0, tc, Cb + (a0 - t0) * nr);
+        }
+        add_pad_inside(g, &b, pad, c0, dx);
+    }
+    (void)taps;
+    return 0;
+}
+
+int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, const float *w,
+                     float *dx, int threads)
+{
+    const int64_t taps = g->C * g->kh * g->kw, tpad = round_up(taps, lv->mr);
+    threads = usable_threads(threads);
+    /* columns per block: the packed dY (K x cols) fits the panel budget */
+    pg_plan pl = make_plan(g, max64(lv->nr, panel_bytes() / (g->K * (int64_t)sizeof(float))), 1);
+    const int64_t units = pl.whole ? pl.count : g->N;
+    /* fewer units than threads: split the channels too */
+    const int64_t splits = units >= threads ? 1 : min64(g->C, (threads + units - 1) / units);
+    const int64_t tasks = units * splits;
+    float *At = malloc((size_t)(tpad * g->K) * sizeof(float));
+    if (!At)
+        return -1;
+    pack_weights_t(lv, g->K, taps, w, At);
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1) reduction(| : failed)
+#endif
+    {
+        const int64_t tid = thread_index(), nth = thread_total();
+        for (int64_t i = tasks * tid / nth; i < tasks * (tid + 1) / nth; i++) {
+            const int64_t unit = i / splits, part = i % splits;
+            const int64_t c0 = g->C * part / splits, c1 = g->C * (part + 1) / splits;
+            failed |= data_task(lv, g, &pl, unit, c0, c1, dy, At, dx) != 0;
+        }
+    }
+    free(At);
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,71 @@
+/* The packed convolution GEMM: shared declarations.
+ *
+ * Per sample, in Caffe's layout, the three passes are products of small matrices:
+ *   forward          Y^T (K, P)      = A (K, CKK)      . phi^T (CKK, P)      A = w
+ *   weight gradient  dC^T (K, CKK)   = dY (K, P)       . phi (P, CKK)        summed over samples
+ *   data gradient    dphi^T (CKK, P) = A^T (CKK, K)    . dY (K, P)           then col2im
+ * with P = Ho*Wo output pixels and CKK = C*kh*kw kernel taps.  The driver
+ * (packed_conv.c) cuts the pixels of the batch into column blocks, packs phi^T of
+ * a block straight from x (never a whole sample's column matrix), and calls a
+ * register-tiled micro-kernel of one instruction-set level.
+ */
+#ifndef IM2COLNET_PACKED_GEMM_H
+#define IM2COLNET_PACKED_GEMM_H
+
+#include <stdint.h>
+
+/* Tile sizes: every level's tiles fit these bounds (the driver's scratch tiles). */
+#define PG_MAX_MR 16
+#define PG_MAX_NR 64
+
+/* acc (MR x NR) = sum_t a[t*MR + r] * b[t*NR + j] over t < kc;
+ * c[r*ldc + j] = (accumulate ? c[r*ldc + j] : 0) + acc + (bias ? bias[r] : 0). */
+typedef void (*pg_outer_fn)(int64_t kc, const float *a, const float *b, float *c,
+                            int64_t ldc, int accumulate, const float *bias);
+
+/* c[r*ldc + t] += sum over s < ns, j < NR of a[s*a_step + r*NR + j] * b[s*b_step + t*NR + j]
+ * for r < DM, t < DN: dot products along the pixels (the weight gradient). */
+typedef void (*pg_dot_fn)(int64_t ns, const float *a, int64_t a_step, const float *b,
+                          int64_t b_step, float *c, int64_t ldc);
+
+typedef struct {
+    const char *name;   /* "avx512", "avx2", "portable" */
+    int mr, nr;         /* outer-product tile: MR rows (kernels or taps) x NR pixels */
+    int dm, dn;         /* dot tile: DM kernels x DN taps, along NR-pixel slivers */
+    pg_outer_fn outer;
+    pg_dot_fn dot;
+} pg_level;
+
+/* The levels (NULL functions where the level is not compiled on this architecture). */
+extern const pg_level pg_level_avx512;
+extern const pg_level pg_level_avx2;
+extern const pg_level pg_level_portable;
+int pg_avx512_compiled(void);
+int pg_avx2_compiled(void);
+
+/* The geometry of one convolution (the normalised padding's top/left: bottom/right
+ * follow from Ho, Wo). */
+typedef struct {
+    int64_t N, C, H, W, K, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
+} pg_geom;
+
+/* Levels: 0 portable, 1 avx2, 2 avx512.  pg_best_level: what this CPU runs. */
+int pg_best_level(void);
+const pg_level *pg_level_by_index(int index);
+
+/* Each pass returns 0, or -1 when its scratch memory could not be allocated.
+ * y (N, K, Ho, Wo) = conv(x, w) + bias (bias may be NULL). */
+int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
+                const float *bias, float *y, int threads);
+/* dx (N, C, H, W) = col2im(w^T dy). */
+int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, const float *w,
+                      float *dx, int threads);
+/* partial[t] (K, CKK) = the sum of dy . phi over the samples thread t took (threads partials);
+ * the caller adds them in order. */
+int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, const float *x,
+                         float *partial, int threads);
+
+/* Plan for these cache sizes (bytes; 0: the machine's), for tests. */
+void pg_set_cache_bytes(int64_t l1, int64_t l2);
+
+#endif

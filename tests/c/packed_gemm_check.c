@@ -1,0 +1,128 @@
+/* The packed GEMM's C code alone, against naive loops, for every micro-kernel level, on
+ * random geometries (every padding sign, stride, dilation, sizes off the tiles), built
+ * with AddressSanitizer and UndefinedBehaviorSanitizer by tests/c/run.sh.  The AVX-512
+ * level runs through SIMDe's emulation when the CPU lacks it (PG_EMULATE_AVX512).
+ * Prints one line per level and exits non-zero on the first wrong value. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "packed_gemm.h"
+
+static unsigned long long state = 88172645463325252ULL;
+static double uniform(void)           /* xorshift64: the same numbers on every run */
+{
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (double)(state >> 11) / 9007199254740992.0;
+}
+static long pick(long lo, long hi) { return lo + (long)(uniform() * (double)(hi - lo + 1)); }
+
+static float *randoms(size_t n)
+{
+    float *a = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)(2.0 * uniform() - 1.0);
+    return a;
+}
+
+/* x[n, c, ih, iw] for output pixel (i, j) and tap (c, p, q), or -1 outside the image. */
+static long source(const pg_geom *g, long n, long c, long i, long j, long p, long q)
+{
+    long ih = i * g->sh - g->pt + p * g->dh, iw = j * g->sw - g->pl + q * g->dw;
+    if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W)
+        return -1;
+    return ((n * g->C + c) * g->H + ih) * g->W + iw;
+}
+
+static int compare(const char *what, const float *got, const double *want, size_t n, const pg_geom *g)
+{
+    double scale = 1.0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs(want[i]));
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - want[i]) <= 1e-4 * scale)) {
+            printf("WRONG %s at %zu: %g instead of %g (N %ld C %ld H %ld W %ld K %ld k %ldx%ld "
+                   "s %ld,%ld d %ld,%ld pad %ld,%ld)\n", what, i, got[i], want[i], (long)g->N,
+                   (long)g->C, (long)g->H, (long)g->W, (long)g->K, (long)g->kh, (long)g->kw,
+                   (long)g->sh, (long)g->sw, (long)g->dh, (long)g->dw, (long)g->pt, (long)g->pl);
+            return 1;
+        }
+    return 0;
+}
+
+static int check(const pg_level *lv, const pg_geom *g, int threads)
+{
+    const long taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
+    const size_t nx = g->N * g->C * g->H * g->W, ny = g->N * g->K * P, nw = g->K * taps;
+    float *x = randoms(nx), *w = randoms(nw), *bias = randoms(g->K), *dy = randoms(ny);
+    float *y = malloc(ny * sizeof(float)), *dx = malloc(nx * sizeof(float));
+    float *part = malloc(threads * nw * sizeof(float));
+    double *ry = calloc(ny, sizeof(double)), *rdx = calloc(nx, sizeof(double));
+    double *rdw = calloc(nw, sizeof(double));
+    for (long n = 0; n < g->N; n++)
+        for (long k = 0; k < g->K; k++)
+            for (long i = 0; i < g->Ho; i++)
+                for (long j = 0; j < g->Wo; j++) {
+                    const long o = ((n * g->K + k) * g->Ho + i) * g->Wo + j;
+                    ry[o] = bias[k];
+                    for (long c = 0; c < g->C; c++)
+                        for (long p = 0; p < g->kh; p++)
+                            for (long q = 0; q < g->kw; q++) {
+                                const long s = source(g, n, c, i, j, p, q);
+                                const long t = (c * g->kh + p) * g->kw + q;
+                                if (s < 0)
+                                    continue;
+                                ry[o] += (double)w[k * taps + t] * x[s];
+                                rdx[s] += (double)w[k * taps + t] * dy[o];
+                                rdw[k * taps + t] += (double)dy[o] * x[s];
+                            }
+                }
+    int bad = pg_forward(lv, g, x, w, bias, y, threads) != 0
+           || pg_backward_data(lv, g, dy, w, dx, threads) != 0
+           || pg_backward_weights(lv, g, dy, x, part, threads) != 0;
+    for (int t = 1; t < threads; t++)
+        for (size_t i = 0; i < nw; i++)
+            part[i] += part[t * nw + i];
+    bad = bad || compare("forward", y, ry, ny, g) || compare("backward-data", dx, rdx, nx, g)
+              || compare("backward-weights", part, rdw, nw, g);
+    free(x); free(w); free(bias); free(dy); free(y); free(dx); free(part);
+    free(ry); free(rdx); free(rdw);
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    const int cases = argc > 1 ? atoi(argv[1]) : 300;
+    for (int index = 0; index < 3; index++) {
+        const pg_level *lv = pg_level_by_index(index);
+        if (index > 0 && lv == pg_level_by_index(0)) {
+            printf("%d: not compiled here\n", index);
+            continue;
+        }
+        state = 88172645463325252ULL;
+        for (int n = 0; n < cases; n++) {
+            pg_geom g;
+            g.N = pick(1, 4); g.C = pick(1, 9); g.K = pick(1, 19);
+            g.kh = pick(1, 5); g.kw = pick(1, 5); g.sh = pick(1, 3); g.sw = pick(1, 3);
+            g.dh = pick(1, 2); g.dw = pick(1, 2);
+            g.H = pick(1, 17); g.W = pick(1, 35);
+            long pb, pr;
+            g.pt = pick(-2, 4); pb = pick(-2, 4); g.pl = pick(-2, 4); pr = pick(-2, 4);
+            g.Ho = (g.H + g.pt + pb - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+            g.Wo = (g.W + g.pl + pr - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+            if (g.H + g.pt + pb - g.dh * (g.kh - 1) - 1 < 0 || g.W + g.pl + pr - g.dw * (g.kw - 1) - 1 < 0) {
+                n--;
+                continue;
+            }
+            /* every fourth case plans for tiny caches: many blocks, bands and chunks */
+            pg_set_cache_bytes(n % 4 == 0 ? 256 : 0, n % 4 == 0 ? 4096 : 0);
+            if (check(lv, &g, 1 + n % 3))
+                return 1;
+        }
+        printf("%s: %d geometries right\n", lv->name, cases);
+    }
+    return 0;
+}

@@ -1,0 +1,257 @@
+"""The packed convolution GEMM (method="im2col" on float32) against the Kronecker
+reference and the direct loops, for every micro-kernel level this CPU runs, on the
+whole geometry matrix of test_conv, on sizes off the register tiles and cache blocks,
+with many blocks, bands and tap chunks, on 1-3 threads; determinism; level choice."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import im2colnet
+import im2colnet.functional as F
+from im2colnet import reference
+from im2colnet.runtime import threads as _threads
+from im2colnet._kernels import packed_conv
+from test_conv import CASES, IDS, make, options
+
+LEVELS = packed_conv.LEVELS
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    """Each micro-kernel level in turn (skipped where this CPU cannot run it)."""
+    if request.param not in packed_conv.supported_levels():
+        pytest.skip(f"this CPU runs only {packed_conv.supported_levels()}")
+    previous = im2colnet._set_kernel_level(request.param)
+    yield request.param
+    im2colnet._set_kernel_level(previous)
+
+
+@pytest.fixture
+def small_caches():
+    """Plan for tiny caches: every shape runs as many blocks, bands and tap chunks."""
+    packed_conv._plan_for_caches(256, 4096)
+    yield
+    packed_conv._plan_for_caches(0, 0)
+
+
+@pytest.fixture
+def threads():
+    before = _threads.thread_count()
+    yield _threads.set_thread_count
+    _threads.set_thread_count(before)
+
+
+def close(actual, expected, what):
+    """float32 results against float64 references: relative to the result's scale."""
+    assert actual.dtype == np.float32 and actual.shape == expected.shape, what
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=2e-5 * scale, err_msg=what)
+
+
+def passes(x, w, b, dy, **opts):
+    """(y, dx, dw, db) of the three passes by the default method."""
+    y = F.conv2d_forward(x, w, b, **opts)
+    dx = F.conv2d_backward_data(dy, w, x.shape, **opts)
+    dw, db = F.conv2d_backward_weights(dy, x, w.shape, **opts)
+    return y, dx, dw, db
+
+
+def check_against_direct(x, w, b, dy, **opts):
+    """The packed passes (float32) against the direct loops in float64."""
+    y, dx, dw, db = passes(x, w, b, dy, **opts)
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    b64 = None if b is None else b.astype(np.float64)
+    close(y, F.conv2d_forward(x64, w64, b64, method="direct", **opts), "forward")
+    close(dx, F.conv2d_backward_data(dy64, w64, x.shape, method="direct", **opts), "backward-data")
+    dw_ref, db_ref = F.conv2d_backward_weights(dy64, x64, w.shape, method="direct", **opts)
+    close(dw, dw_ref, "backward-weights")
+    close(db, db_ref, "bias gradient")
+
+
+@pytest.mark.parametrize("plan", ["machine", "tiny caches"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_geometry_matrix_against_kronecker(level, case, plan, request):
+    """Every padding form, anchors inside and outside, strides 1-3, dilation, non-square
+    and even kernels: all three passes equal the Kronecker reference (float32 rounding)."""
+    if plan == "tiny caches":
+        request.getfixturevalue("small_caches")
+    x, w, b = (a.astype(np.float32) for a in make(case))
+    opts = options(case)
+    y_ref = reference.conv2d_kronecker(*(a.astype(np.float64) for a in (x, w, b)), **opts)
+    dy = np.random.default_rng(3).standard_normal(y_ref.shape).astype(np.float32)
+    dx_ref, dw_ref, db_ref = reference.conv2d_backward_kronecker(
+        dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **opts)
+    y, dx, dw, db = passes(x, w, b, dy, **opts)
+    close(y, y_ref, "forward")
+    close(dx, dx_ref, "backward-data")
+    close(dw, dw_ref, "backward-weights")
+    close(db, db_ref, "bias gradient")
+
+
+# (N, C, H, W, K, kh, kw, stride, padding, dilation): sizes off the tiles (MR 4/8, NR
+# 16/24/32, dot tiles 4x2/4x4) and the blocks; single-pixel outputs
+SIZES = [
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1),            # one pixel, one tap
+    (3, 7, 5, 5, 13, 5, 5, 1, 0, 1),           # single-pixel outputs, several samples
+    (37, 2, 3, 3, 5, 3, 3, 1, 0, 1),           # 37 single-pixel samples in one block
+    (1, 13, 17, 33, 7, 3, 3, 1, 1, 1),
+    (5, 17, 7, 13, 33, 3, 2, (2, 1), (1, 0), 1),
+    (2, 33, 9, 7, 17, 2, 3, 1, ((0, 1), (2, 0)), (2, 1)),
+    (1, 3, 40, 45, 9, 3, 3, 1, 1, 1),          # N = 1, several bands on the machine's caches
+    (19, 5, 11, 11, 16, 3, 3, 2, 1, 1),
+    (4, 64, 6, 6, 65, 1, 1, 1, 0, 1),          # 1x1
+]
+
+
+@pytest.mark.parametrize("plan", ["machine", "tiny caches"])
+@pytest.mark.parametrize("size", SIZES, ids=[f"size{i}" for i in range(len(SIZES))])
+def test_sizes_off_the_tiles_against_direct(level, size, plan, request):
+    if plan == "tiny caches":
+        request.getfixturevalue("small_caches")
+    N, C, H, W, K, kh, kw, stride, padding, dilation = size
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    opts = dict(stride=stride, padding=padding, dilation=dilation)
+    y = F.conv2d_forward(x, w, b, **opts)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    check_against_direct(x, w, b, dy, **opts)
+    check_against_direct(x, w, None, dy, **opts)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 2, 9])
+def test_thread_counts_agree_and_repeat_exactly(level, threads, small_caches, count, n):
+    """1-3 threads (the batch split, or N=1 split into bands and channel ranges): right
+    results, and bit-identical results from run to run at a fixed thread count."""
+    threads(count)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((n, 6, 12, 11)).astype(np.float32)
+    w = rng.standard_normal((10, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    dy = rng.standard_normal((n, 10, 12, 11)).astype(np.float32)
+    first = passes(x, w, b, dy, padding=1)
+    for again in (passes(x, w, b, dy, padding=1), passes(x, w, b, dy, padding=1)):
+        for a, b_ in zip(first, again):
+            assert np.array_equal(a, b_)
+    check_against_direct(x, w, b, dy, padding=1)
+
+
+def test_levels_agree_to_float32_rounding(threads):
+    """What a machine without AVX-512 (or AVX2) runs gives the same results to rounding."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 20, 15, 14)).astype(np.float32)
+    w = rng.standard_normal((24, 20, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 24, 15, 14)).astype(np.float32)
+    results = {}
+    previous = packed_conv.level()
+    try:
+        for name in packed_conv.supported_levels():
+            im2colnet._set_kernel_level(name)
+            results[name] = passes(x, w, None, dy, padding=1)
+    finally:
+        im2colnet._set_kernel_level(previous)
+    base = results["portable"]
+    for name, got in results.items():
+        for a, ref, what in zip(got, base, ("y", "dx", "dw", "db")):
+            close(a, ref.astype(np.float64), f"{name} {what}")
+
+
+def test_methods_im2col_blas_direct_agree():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4, 5, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 2)).astype(np.float32)
+    dy = rng.standard_normal((4, 6, 5, 9)).astype(np.float32)
+    opts = dict(stride=(2, 1), padding=((1, 1), (2, 0)))
+    got = {m: (F.conv2d_forward(x, w, None, method=m, **opts),
+               F.conv2d_backward_data(dy, w, x.shape, method=m, **opts),
+               F.conv2d_backward_weights(dy, x, w.shape, method=m, **opts)[0])
+           for m in ("im2col", "blas", "direct")}
+    for m in ("im2col", "blas"):
+        for a, ref in zip(got[m], got["direct"]):
+            close(a, ref.astype(np.float64), m)
+
+
+def test_float64_takes_the_blas_route_exactly():
+    """float64 is not the packed kernel's: method="im2col" gives what "blas" gives."""
+    x, w, b = make(CASES[5])
+    opts = options(CASES[5])
+    assert np.array_equal(F.conv2d_forward(x, w, b, **opts),
+                          F.conv2d_forward(x, w, b, method="blas", **opts))
+
+
+def test_non_contiguous_inputs_and_bias():
+    rng = np.random.default_rng(15)
+    base = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
+    x = base.transpose(0, 3, 1, 2)[:, :, :, ::2]          # (2, 6, 9, 4), strided
+    w = np.asfortranarray(rng.standard_normal((3, 6, 2, 2)).astype(np.float32))
+    b = rng.standard_normal(6).astype(np.float32)[::2]    # a strided bias
+    y = F.conv2d_forward(x, w, b, padding=1)
+    close(y, F.conv2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w),
+                              np.ascontiguousarray(b), padding=1, method="direct")
+          .astype(np.float64), "forward")
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda x, w: F.conv2d_forward(x, w, method="packed"), ValueError, ["method", "blas"]),
+    (lambda x, w: F.conv2d_forward(x, w[:, :2]), ValueError, ["w", "channels"]),
+    (lambda x, w: F.conv2d_forward(x, w, b=np.ones(5, np.float32)), ValueError, ["b", "(4,)"]),
+    (lambda x, w: F.conv2d_backward_data(np.ones((2, 4, 3, 3), np.float32), w, x.shape),
+     ValueError, ["dy"]),
+    (lambda x, w: F.conv2d_backward_weights(np.ones((2, 4, 4, 4), np.float32), x, (4, 2, 3, 3)),
+     ValueError, ["w_shape"]),
+    (lambda x, w: F.conv2d_forward(x, w, padding=-3), ValueError, ["kernel_size"]),
+])
+def test_bad_input_is_refused_before_the_kernel(call, error, words):
+    x = np.ones((2, 3, 6, 6), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    with pytest.raises(error) as info:
+        call(x, w)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_level_setter_refuses_unknown_levels():
+    with pytest.raises(ValueError, match="kernel level"):
+        im2colnet._set_kernel_level("sse9")
+    assert im2colnet.build_info()["kernel"] in packed_conv.supported_levels()
+
+
+def test_environment_forces_a_level():
+    """IM2COLNET_KERNEL=portable forces the portable micro-kernels; an unknown or
+    unsupported level is ignored with a warning (the best level runs)."""
+    code = ("import warnings, im2colnet; print(im2colnet.build_info()['kernel'], "
+            "im2colnet.build_info()['kernels_supported'][-1])")
+    env = dict(os.environ, IM2COLNET_KERNEL="portable")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "portable"
+    env["IM2COLNET_KERNEL"] = "sse9"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr
+    chosen, best = out.stdout.split()
+    assert chosen == best and "IM2COLNET_KERNEL" in out.stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_kernel_data_gradient_on_every_case(level, case):
+    """The packed data gradient itself, also where the dispatcher prefers the BLAS route
+    (column stride > 1, see functional.conv._packed_wins)."""
+    from im2colnet._checks import conv_geometry
+    x, w, _ = (a.astype(np.float32) for a in make(case))
+    opts = options(case)
+    g = conv_geometry(x.shape[2:], w.shape[2:], opts["stride"], opts["padding"],
+                      opts["dilation"], opts["anchor"])
+    dy = np.random.default_rng(3).standard_normal(
+        (x.shape[0], w.shape[0], g.out_h, g.out_w)).astype(np.float32)
+    dx = np.full(x.shape, np.nan, np.float32)
+    packed_conv.backward_data(dy, w.reshape(w.shape[0], -1), dx,
+                              (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl), 2)
+    close(dx, F.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), x.shape,
+                                     method="direct", **opts), "backward-data")
