@@ -53,7 +53,7 @@ def main(argv=None):
     x, xt = (x - mean) / std, (xt - mean) / std
     t_data = time.perf_counter() - t0
 
-    model = lenet5().build(seed=args.seed)
+    model = lenet5().reset_parameters(args.seed)
     loss, optimizer = CrossEntropyLoss(), SGD(args.lr, momentum=0.9)
     t1 = time.perf_counter()
     steps = -(-x.shape[0] // args.batch)

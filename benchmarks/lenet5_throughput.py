@@ -41,7 +41,7 @@ def ours(batch_train, batch_infer, steps, rng):
     from im2colnet.losses import CrossEntropyLoss
     from im2colnet.models import lenet5
     from im2colnet.optim import SGD
-    model = lenet5().build(seed=0)
+    model = lenet5().reset_parameters(0)
     x_train = rng.random((batch_train * steps, 1, 28, 28), dtype=np.float32)
     y_train = rng.integers(0, 10, batch_train * steps)
     x_infer = rng.random((batch_infer, 1, 28, 28), dtype=np.float32)

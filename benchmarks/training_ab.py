@@ -37,7 +37,7 @@ rng = np.random.default_rng(0)
 x = rng.random((64 * steps, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 64 * steps)
 model = getattr(models, name)()
-model.build(seed=0)
+model.reset_parameters(0)
 opt, loss = SGD(0.01, momentum=0.9), CrossEntropyLoss()
 model.fit(x, y, epochs=1, optimizer=opt, loss=loss, verbose=0, seed=0)
 rates = []

@@ -55,6 +55,9 @@ def parser(description, dataset_choices, defaults):
                    help="random shift augmentation: up to this many pixels each way (0: off)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=defaults["flip"],
                    help="random horizontal flips (for clothes, not digits)")
+    p.add_argument("--validation", type=int, default=defaults.get("validation", 0),
+                   help="hold out this many training images (a seeded random choice) as the "
+                        "validation set that every choice is made on; the test set is only reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: the loader's search path)")
     p.add_argument("--out", required=True, help="the model file to write (after every epoch)")
@@ -72,7 +75,13 @@ def train(args, build_model, model_name):
     load = LOADERS[args.dataset]
     x_train, y_train = load(args.data, split="train")
     x_test, y_test = load(args.data, split="test")
-    print(f"{args.dataset}: {len(x_train)} training, {len(x_test)} test images", flush=True)
+    x_val = y_val = None
+    if args.validation:
+        held = np.random.default_rng([args.seed, 999]).permutation(len(x_train))
+        val, kept = np.sort(held[:args.validation]), np.sort(held[args.validation:])
+        x_val, y_val, x_train, y_train = x_train[val], y_train[val], x_train[kept], y_train[kept]
+    print(f"{args.dataset}: {len(x_train)} training, {args.validation} validation, "
+          f"{len(x_test)} test images", flush=True)
 
     if args.resume:
         model, optimizer = im2colnet.load_model(args.resume, with_optimizer=True)
@@ -86,8 +95,7 @@ def train(args, build_model, model_name):
             optimizer.schedule = CosineLR(T_max=args.epochs)
             meta["settings"]["schedule"] += f"; from epoch {start_epoch + 1} cosine over {args.epochs}"
     else:
-        model = build_model()
-        model.build(seed=args.seed)
+        model = build_model().reset_parameters(args.seed)
         optimizer = SGD(args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay,
                         schedule=CosineLR(T_max=args.epochs))
         history, start_epoch, elapsed = [], 0, 0.0
@@ -103,19 +111,26 @@ def train(args, build_model, model_name):
                          verbose=args.verbose).history
         elapsed += time.perf_counter() - began
         test = model.evaluate(x_test, y_test)
-        history.append({"epoch": epoch + 1, "lr": logs["lr"][-1], "loss": logs["loss"][-1],
-                        "accuracy": logs["accuracy"][-1], "test_loss": test["loss"],
-                        "test_accuracy": test["accuracy"], "seconds": round(elapsed, 1)})
+        record = {"epoch": epoch + 1, "lr": logs["lr"][-1], "loss": logs["loss"][-1],
+                  "accuracy": logs["accuracy"][-1]}
+        if x_val is not None:
+            val = model.evaluate(x_val, y_val)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        record.update(test_loss=test["loss"], test_accuracy=test["accuracy"], seconds=round(elapsed, 1))
+        history.append(record)
+        shown = f", val acc {record['val_accuracy']:.4f}" if x_val is not None else ""
         print(f"epoch {epoch + 1}/{args.epochs}: train loss {logs['loss'][-1]:.4f} "
-              f"acc {logs['accuracy'][-1]:.4f}, test loss {test['loss']:.4f} "
+              f"acc {logs['accuracy'][-1]:.4f}{shown}, test loss {test['loss']:.4f} "
               f"acc {test['accuracy']:.4f}, {elapsed:.0f} s", flush=True)
         meta = {
             "model": model_name,
             "dataset": args.dataset,
             "train_samples": int(len(x_train)),
+            "validation_samples": int(args.validation),
             "test_samples": int(len(x_test)),
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
+            **({"val_accuracy": record["val_accuracy"]} if x_val is not None else {}),
             "epochs_done": epoch + 1,
             "epochs": args.epochs,
             "seed": args.seed,
@@ -139,4 +154,5 @@ def settings(args):
     return {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay,
             "schedule": f"cosine over {args.epochs} epochs (per epoch)",
-            "augmentation": {"shift": args.shift, "flip": bool(args.flip)}, "seed": args.seed}
+            "augmentation": {"shift": args.shift, "flip": bool(args.flip)}, "seed": args.seed,
+            **({"validation": args.validation} if args.validation else {})}

@@ -12,7 +12,8 @@ own package), never inside a function (tests/test_import_order.py checks this):
                       independent references; info.py, datasets.py beside them)
     layers/           thin layer objects, one file per functional file of the same name
     losses, optim     objective functions and optimizers; state_dict (PyTorch's weight names)
-    model             Model: the stack of layers, inference, evaluation, summary, config
+    model             Model: the stack of layers, inference, evaluation, summary, config;
+                      Residual, the layer that holds Models
     training/         the fit loop, callbacks, progress bar, Ctrl-C between steps
     serialization     the HDF5 model file (save_model, read_model)
     sequential        the public Sequential = Model + fit + save; load_model
@@ -36,13 +37,14 @@ from . import functional as F  # noqa: E402
 from . import datasets, info, layers, losses, optim, runtime, training  # noqa: E402,F401
 from .layers import *  # noqa: E402,F401,F403
 from .training import Callback, EarlyStopping, History, LambdaCallback, ModelCheckpoint  # noqa: E402
+from .model import Residual  # noqa: E402,F401
 from .serialization import ModelFormatError  # noqa: E402,F401
 from .sequential import Sequential, load_model  # noqa: E402,F401
 from . import models  # noqa: E402,F401
 
-# API section 2 names im2colnet.layers.Sequential and the callbacks: the same objects,
+# API section 2 names im2colnet.layers.Sequential, Residual and the callbacks: the same objects,
 # offered there too (they live above the layers, so the layers package cannot import them).
-for _name in ("Sequential", "Callback", "History", "LambdaCallback", "EarlyStopping",
+for _name in ("Sequential", "Residual", "Callback", "History", "LambdaCallback", "EarlyStopping",
               "ModelCheckpoint"):
     setattr(layers, _name, globals()[_name])
 

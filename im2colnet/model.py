@@ -19,15 +19,28 @@ import copy
 
 import numpy as np
 
-from ._checks import as_float, as_labels, check_int, check_shape
+from ._checks import as_float, as_labels, check_config, check_int, check_shape
 from .layers import LAYERS
 from .layers.activation import ReLU
-from .layers.base import Layer, ParamLayer
+from .layers.base import Layer, ParamLayer, as_generator
 from .losses import CrossEntropyLoss, get_loss
 from .state_dict import load_state_dict, state_dict
 
-__all__ = ["Model", "count_correct"]
+__all__ = ["Model", "Residual", "count_correct", "LAYER_TYPES"]
 
+
+
+def _common_dtype(layers, what):
+    """The one dtype of the layers that hold arrays (float32 when none does); mixed is a TypeError."""
+    found = {}
+    for i, layer in enumerate(layers):
+        if layer.params or layer.buffers:
+            found.setdefault(np.dtype(layer.dtype), (i, layer))
+    if len(found) > 1:
+        named = ", ".join(f"layer {i} ({type(layer).__name__}) is {dtype}" for dtype, (i, layer) in found.items())
+        raise TypeError(f"{what}: one dtype per model, but {named}; call .astype() on the layers "
+                        f"(or the model) to make them agree")
+    return next(iter(found), np.dtype(np.float32))
 
 
 def count_correct(scores, target):
@@ -48,13 +61,19 @@ def count_correct(scores, target):
 class Model:
     """Layers applied one after the other.
 
-    Sequential(layers, input_shape=None, name=None). With input_shape (per sample)
-    the stack's shapes are checked at construction: a layer that does not fit is a
-    ValueError naming its index and type. Weights are created by build() (or by the
-    first fit/forward), He-normal for weight layers followed by ReLU, Glorot otherwise.
+    Sequential(layers, input_shape=None, name=None, seed=None). With input_shape (per
+    sample) the stack's shapes are checked at construction: a layer that does not fit
+    is a ValueError naming its index and type. The layers bring their parameters
+    (made in their __init__); with ``seed`` (an int or np.random.Generator) the model
+    draws them all again at once, reproducibly, by reset_parameters(seed): He-normal
+    for weight layers followed by ReLU, Glorot otherwise. Layers whose sizes depend
+    on the input are built by build() (or the first fit/forward).
+
+    dtype: one for the whole model (float32 by default); astype() changes it, and a
+    parameter of another dtype is a TypeError at the next forward (see Layer).
     """
 
-    def __init__(self, layers, input_shape=None, name=None):
+    def __init__(self, layers, input_shape=None, name=None, seed=None):
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -63,12 +82,15 @@ class Model:
         self.name = "sequential" if name is None else str(name)
         self.input_shape = None
         self.metadata = {}
-        self.dtype = np.dtype(np.float32)
+        self.dtype = _common_dtype(layers, "layers")
         self.optimizer = self.loss = None
         self.stop_training = False
+        self.seed = seed
         if input_shape is not None:
             self.input_shape = check_shape(input_shape)
             self._shapes(self.input_shape)
+        if seed is not None:
+            self.reset_parameters(seed)
 
     # -- structure ----------------------------------------------------------------------
     def __len__(self):
@@ -110,10 +132,13 @@ class Model:
             nxt = next((l for l in self.layers[i + 1:] if not l.keeps_activation), None)
             layer.init = "he" if isinstance(nxt, ReLU) else "glorot"
 
-    def build(self, input_shape=None, seed=0):
-        """Create every layer's parameters for a per-sample input_shape (idempotent).
+    def build(self, input_shape=None, seed=None):
+        """Fix the per-sample input_shape, check every layer against it, and create the
+        parameters of layers whose sizes depend on the input (idempotent; existing
+        parameters are kept: reset_parameters draws them again).
 
-        seed: int or np.random.Generator for the initial weights. Returns self.
+        seed: int or np.random.Generator for parameters that are created (default:
+        the model's seed, else 0). Returns self.
         """
         if input_shape is None:
             input_shape = self.input_shape
@@ -126,11 +151,24 @@ class Model:
         self._shapes(shape)
         self.input_shape = shape
         self._choose_inits()
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        if seed is None:
+            seed = 0 if self.seed is None or isinstance(self.seed, np.random.Generator) else self.seed
+        rng = as_generator(seed)
         for layer in self.layers:
             if not layer.built:
-                layer.dtype = self.dtype
+                layer.astype(self.dtype)
             shape = layer.build(shape, rng)
+        return self
+
+    def reset_parameters(self, seed=None):
+        """Draw every built layer's parameters again, in layer order, from one generator
+        (seed: int, np.random.Generator, or None for fresh entropy): He-normal for weight
+        layers whose next activation is ReLU, Glorot otherwise; biases 0, batch norm
+        gamma 1, beta 0 and its running statistics reset. Returns self."""
+        self._choose_inits()
+        rng = as_generator(seed)
+        for layer in self.layers:
+            layer.reset_parameters(rng)
         return self
 
     def astype(self, dtype):
@@ -178,6 +216,11 @@ class Model:
 
     # -- computing ----------------------------------------------------------------------
     def _input(self, x, name="x"):
+        for i, layer in enumerate(self.layers):
+            if layer.dtype != self.dtype and (layer.params or layer.buffers):
+                raise TypeError(f"layer {i} ({type(layer).__name__}) computes in {layer.dtype} but the "
+                                f"model in {self.dtype}; call model.astype(np.{self.dtype.name}) "
+                                f"(or np.{layer.dtype.name}) to make them agree")
         x = as_float(x, name, dtype=self.dtype)
         if x.ndim < 2 or x.shape[0] == 0:
             raise ValueError(f"{name}: expected a non-empty batch (N, ...) of samples, got shape {x.shape}")
@@ -286,6 +329,8 @@ class Model:
                 unknown += 1
             shape = "?" if shapes is None else str((None,) + shapes[i])
             rows.append((f"{i} {type(layer).__name__}", shape, "?" if count is None else f"{count:,}"))
+            if isinstance(probe, Residual):     # its sub-layers, indented (counted in its row)
+                rows += probe.summary_rows(None if shapes is None else (shapes[i - 1] if i else self.input_shape))
         header = ("Layer (type)", "Output shape", "Param #")
         widths = [max(len(r[k]) for r in rows + [header]) + 2 for k in range(3)]
 
@@ -316,11 +361,185 @@ class Model:
             if not isinstance(entry, dict) or set(entry) - {"type", "config"} or "type" not in entry:
                 raise ValueError(f"config: layer {i} must be {{'type': ..., 'config': {{...}}}}, got {entry!r}")
             kind = entry["type"]
-            if kind not in LAYERS:
-                raise ValueError(f"config: layer {i} has unknown type {kind!r}; known: {sorted(LAYERS)}")
-            layers.append(LAYERS[kind].from_config(entry.get("config", {})))
+            if kind not in LAYER_TYPES:
+                raise ValueError(f"config: layer {i} has unknown type {kind!r}; known: {sorted(LAYER_TYPES)}")
+            layers.append(LAYER_TYPES[kind].from_config(entry.get("config", {})))
         return cls(layers, input_shape=config.get("input_shape"), name=config.get("name"))
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"{type(self).__name__}([\n  {inner}\n], input_shape={self.input_shape}, name={self.name!r})"
+
+
+def _as_model(layers, name):
+    """A Model from a Model (used as it is) or a list of layers."""
+    if isinstance(layers, Model):
+        return layers
+    if isinstance(layers, Layer):
+        return Model([layers])
+    if isinstance(layers, (list, tuple)):
+        return Model(layers)
+    raise TypeError(f"{name}: expected a Sequential or a list of layers, got {type(layers).__name__}")
+
+
+class Residual(Layer):
+    """A residual connection (He et al. 2016): y = block(x) + shortcut(x).
+
+    block: a Sequential (or a list of layers); shortcut: None for the identity, or
+    a Sequential / list of layers (e.g. a 1x1 convolution with stride and batch
+    norm, the "projection" that matches a block that changes the shape).
+    Backward: dx = dblock(dy) + dshortcut(dy) (dy itself for the identity).
+
+    The sub-layers' parameters, gradients and buffers appear in ``params``,
+    ``grads`` and ``buffers`` as "block/<i>/<name>" and "shortcut/<i>/<name>"
+    (the same arrays), so optimizers, saving and counting treat a Residual like
+    any layer. An array assigned into ``params`` replaces the sub-layer's at the
+    next forward. The config nests the two stacks' configs.
+    """
+
+    def __init__(self, block, shortcut=None):
+        super().__init__()
+        self.block = _as_model(block, "block")
+        self.shortcut = None if shortcut is None else _as_model(shortcut, "shortcut")
+        self.dtype = _common_dtype([layer for _, stack in self._parts() for layer in stack.layers],
+                                   "Residual")
+        self._collect()
+
+    @property
+    def built(self):
+        return all(layer.built for _, stack in self._parts() for layer in stack.layers)
+
+    def _parts(self):
+        parts = [("block", self.block)]
+        if self.shortcut is not None:
+            parts.append(("shortcut", self.shortcut))
+        return parts
+
+    def children(self):
+        """("block.<i>", layer) and ("shortcut.<i>", layer) for every sub-layer."""
+        return [(f"{prefix}.{i}", layer) for prefix, stack in self._parts()
+                for i, layer in enumerate(stack.layers)]
+
+    def _collect(self):
+        """Refill params/grads/buffers (in place: training loops keep these dicts) from the sub-layers."""
+        for store, attr in ((self.params, "params"), (self.grads, "grads"), (self.buffers, "buffers")):
+            store.clear()
+            for prefix, stack in self._parts():
+                for i, layer in enumerate(stack.layers):
+                    for key, value in getattr(layer, attr).items():
+                        store[f"{prefix}/{i}/{key}"] = value
+
+    def _push(self):
+        """Arrays assigned into params since the last collect go down to their sub-layer."""
+        for name, value in self.params.items():
+            prefix, index, key = name.split("/", 2)
+            layer = dict(self._parts())[prefix].layers[int(index)]
+            if layer.params.get(key) is not value:
+                layer.params[key] = value
+
+    def output_shape(self, input_shape):
+        shapes = {}
+        for prefix, stack in [("block", self.block), ("shortcut", self.shortcut)]:
+            if stack is None or not stack.layers:
+                shapes[prefix] = tuple(input_shape)
+            else:
+                try:
+                    shapes[prefix] = stack._shapes(input_shape)[-1]
+                except ValueError as exc:
+                    raise ValueError(f"Residual {prefix}: {exc}") from None
+        if shapes["block"] != shapes["shortcut"]:
+            raise ValueError(f"Residual: the block's output shape {shapes['block']} differs from the "
+                             f"shortcut's {shapes['shortcut']} (for input_shape {tuple(input_shape)}); "
+                             f"give a shortcut (projection) that maps the input to the block's shape")
+        return shapes["block"]
+
+    def build(self, input_shape, rng=None):
+        """Check the input shape against both stacks and build what is not built yet."""
+        out = self.output_shape(check_shape(input_shape))
+        for _, stack in self._parts():
+            stack.astype(self.dtype)
+            stack.build(input_shape, rng)
+        self.input_shape = tuple(input_shape)
+        self._collect()
+        return out
+
+    def reset_parameters(self, rng=None):
+        rng = as_generator(rng)
+        for _, stack in self._parts():
+            stack.reset_parameters(rng)
+        self._collect()
+        return self
+
+    def check_dtypes(self):
+        self._push()
+        for _, stack in self._parts():
+            for layer in stack.layers:
+                layer.check_dtypes()
+
+    def astype(self, dtype):
+        for _, stack in self._parts():
+            stack.astype(dtype)
+        self.dtype = np.dtype(dtype)
+        self._collect()
+        return self
+
+    def zero_grads(self):
+        for _, stack in self._parts():
+            for layer in stack.layers:
+                layer.zero_grads()
+        self._collect()
+
+    def forward(self, x, training=False):
+        self._prepare(x)
+        y = x
+        for layer in self.block.layers:
+            y = layer.forward(y, training)
+        s = x
+        if self.shortcut is not None:
+            for layer in self.shortcut.layers:
+                s = layer.forward(s, training)
+        if y.shape != s.shape:
+            raise ValueError(f"Residual: the block's output shape {y.shape[1:]} differs from the "
+                             f"shortcut's {s.shape[1:]}")
+        return y + s
+
+    def backward(self, dy, need_dx=True):
+        dx = self.block.backward(dy)
+        dx = dx + (dy if self.shortcut is None else self.shortcut.backward(dy))
+        self._collect()
+        return dx
+
+    def summary_rows(self, input_shape):
+        """(name, output shape, parameter count) of each sub-layer, for Model.summary."""
+        rows = []
+        for prefix, stack in self._parts():
+            shapes = stack._shapes(input_shape) if input_shape is not None else None
+            for j, layer in enumerate(stack.layers):
+                shape = "?" if shapes is None else str((None,) + shapes[j])
+                rows.append((f"  {prefix}/{j} {type(layer).__name__}", shape, f"{layer.count_params():,}"))
+        return rows
+
+    def get_config(self):
+        """{"block": {"layers": [...]}, "shortcut": None or {"layers": [...]}}: the stacks' layer lists."""
+        def layers(stack):
+            return None if stack is None else {"layers": stack.get_config()["layers"]}
+        return {"block": layers(self.block), "shortcut": layers(self.shortcut)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = check_config(cls, config)
+        if "block" not in config:
+            raise ValueError("config: Residual needs 'block'")
+        shortcut = config.get("shortcut")
+        return cls(Model.from_config(config["block"]),
+                   None if shortcut is None else Model.from_config(shortcut))
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.block.layers)
+        short = "" if self.shortcut is None else \
+            ", shortcut=[" + ", ".join(repr(layer) for layer in self.shortcut.layers) + "]"
+        return f"Residual([{inner}]{short})"
+
+
+#: Every layer type a model config may name (the loader rebuilds layers only from here).
+LAYER_TYPES = {**LAYERS, "Residual": Residual}

@@ -15,6 +15,8 @@ shape on load, then ignored: our batch norm always uses ``momentum``. A
 per-activation BatchNorm2d keeps its (C, H, W) arrays, which no PyTorch layer
 has. No torch is imported: the values are NumPy arrays, e.g.
 ``{k: v.numpy() for k, v in torch_model.state_dict().items()}``.
+A Residual's sub-layers are named like the children ``block`` and ``shortcut``
+of a torch module: ``<index>.block.<i>.<name>``, ``<index>.shortcut.<i>.<name>``.
 """
 from collections import namedtuple
 
@@ -52,14 +54,26 @@ def _slots(model):
     num_batches_tracked has store None."""
     slots = []
     for i, layer in enumerate(model.layers):
-        is_bn = isinstance(layer, (BatchNorm1d, BatchNorm2d))
-        for key in layer.params:
-            slots.append((f"{i}.{_BN_NAMES.get(key, key) if is_bn else key}", layer.params, key))
-        for key in layer.buffers:
-            slots.append((f"{i}.{key}", layer.buffers, key))
-        if is_bn:
-            slots.append((f"{i}.{_TRACKED}", None, None))
+        _add_slots(slots, str(i), layer)
     return slots
+
+
+def _add_slots(slots, prefix, layer):
+    """A layer's slots under ``prefix``; a layer made of others (Residual) names theirs
+    ``<prefix>.<child>.<name>``, e.g. 3.block.0.weight, as a torch module with the same
+    attributes would."""
+    children = layer.children()
+    if children:
+        for name, child in children:
+            _add_slots(slots, f"{prefix}.{name}", child)
+        return
+    is_bn = isinstance(layer, (BatchNorm1d, BatchNorm2d))
+    for key in layer.params:
+        slots.append((f"{prefix}.{_BN_NAMES.get(key, key) if is_bn else key}", layer.params, key))
+    for key in layer.buffers:
+        slots.append((f"{prefix}.{key}", layer.buffers, key))
+    if is_bn:
+        slots.append((f"{prefix}.{_TRACKED}", None, None))
 
 
 def state_dict(model):

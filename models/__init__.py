@@ -1,9 +1,10 @@
-"""The model zoo: builders for LeNet-5 and a small VGG, and their shipped pretrained weights.
+"""The model zoo: builders for LeNet-5, a small VGG and a small ResNet, and the shipped weights.
 
     from im2colnet.models import lenet5, vgg_small
     net = lenet5(pretrained=True)                 # MNIST digits
     net = lenet5(pretrained="fashion-mnist")      # Fashion-MNIST clothes
     net = vgg_small(pretrained=True)              # Fashion-MNIST clothes
+    net = resnet_small()                          # fresh weights (none shipped yet)
 
 Every model takes samples of shape (1, 28, 28) (pixels scaled to [0, 1], no
 other normalisation) and returns 10 class scores (logits; apply a softmax for
@@ -14,10 +15,11 @@ and how it was trained (the scripts in examples/ made them).
 """
 import os
 
-from ..layers import BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..model import Residual
 from ..sequential import Sequential, load_model
 
-__all__ = ["lenet5", "vgg_small", "PRETRAINED", "weights_path"]
+__all__ = ["lenet5", "vgg_small", "resnet_small", "PRETRAINED", "weights_path"]
 
 INPUT_SHAPE = (1, 28, 28)
 
@@ -105,3 +107,39 @@ def vgg_small(pretrained=False):
             Dropout(0.3), Linear(128 * 3 * 3, 256), ReLU(),
             Dropout(0.3), Linear(256, 10),
         ], input_shape=INPUT_SHAPE, name="vgg_small")
+
+
+def _basic_block(in_channels, channels, stride):
+    """He et al.'s basic block: [conv 3x3 (stride), BN, ReLU, conv 3x3, BN] + shortcut, then ReLU.
+    The shortcut is the identity, or a 1x1 convolution (stride) + BN where the shape changes."""
+    block = Sequential([
+        Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False), BatchNorm2d(channels), ReLU(),
+        Conv2d(channels, channels, 3, padding=1, bias=False), BatchNorm2d(channels)])
+    shortcut = None
+    if stride != 1 or in_channels != channels:
+        shortcut = Sequential([Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                               BatchNorm2d(channels)])
+    return [Residual(block, shortcut), ReLU()]
+
+
+def resnet_small(pretrained=False):
+    """A ResNet for 1x28x28 images after He et al.'s CIFAR ResNets (ResNet-20 layout, 6n+2 with n=3):
+    conv 3x3 1->16 + BN + ReLU; three stages of 3 basic blocks with 16, 32, 64 channels
+    (28x28, 14x14, 7x7; the first block of stages 2 and 3 has stride 2 and a 1x1 conv + BN
+    projection shortcut); average pooling over the whole 7x7 map; linear 64->10.
+
+    pretrained: False or None (fresh weights). No trained weights are shipped for it
+    yet, so anything else is a ValueError that says how to train them.
+    """
+    if pretrained is not None and pretrained is not False:
+        raise ValueError(f"pretrained: no trained weights are shipped for resnet_small (got "
+                         f"{pretrained!r}); train them with examples/train_resnet_small.py --out FILE "
+                         f"(see docs/zoo.md) and read them with im2colnet.load_model(FILE)")
+    layers = [Conv2d(1, 16, 3, padding=1, bias=False), BatchNorm2d(16), ReLU()]
+    in_channels = 16
+    for channels, stride in ((16, 1), (32, 2), (64, 2)):
+        for k in range(3):
+            layers += _basic_block(in_channels, channels, stride if k == 0 else 1)
+            in_channels = channels
+    layers += [AvgPool2d(7), Flatten(), Linear(64, 10)]
+    return Sequential(layers, input_shape=INPUT_SHAPE, name="resnet_small")

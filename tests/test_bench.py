@@ -194,7 +194,7 @@ def test_torch_twin_is_the_same_network():
         inet.Conv2d(1, 4, 5, padding=2), inet.ReLU(), inet.MaxPool2d(2),
         inet.Conv2d(4, 6, 3, stride=2, dilation=1), inet.ReLU(), inet.AvgPool2d(2), inet.Flatten(),
         inet.Linear(6 * 3 * 3, 10)], input_shape=(1, 28, 28))
-    model.build(seed=4)
+    model.reset_parameters(4)
     net = peer.twin(model.get_config()).double()
     ours = [layer for layer in model.layers if layer.params]
     theirs = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]

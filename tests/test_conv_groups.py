@@ -98,7 +98,7 @@ def test_conv2d_layer_with_groups():
 def test_grouped_model_saves_and_loads(tmp_path):
     model = inn.Sequential([inn.Conv2d(2, 4, 3, groups=2), inn.ReLU(),
                             inn.Conv2d(4, 4, 3, groups=4), inn.Flatten(), inn.Linear(4 * 3 * 3, 2)],
-                           input_shape=(2, 7, 7)).build(seed=1)
+                           input_shape=(2, 7, 7)).reset_parameters(1)
     x = np.random.default_rng(4).standard_normal((3, 2, 7, 7)).astype(np.float32)
     loaded = inn.load_model(model.save(tmp_path / "g.h5"))
     assert loaded.layers[2].groups == 4 and loaded.layers[2].params["weight"].shape == (4, 1, 3, 3)

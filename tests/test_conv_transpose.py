@@ -88,7 +88,7 @@ def test_layer_gradient_check_shapes_and_config():
 def test_upsampling_model_saves_and_loads(tmp_path):
     model = inn.Sequential([inn.Conv2d(1, 2, 3, stride=2, padding=1), inn.ReLU(),
                             inn.ConvTranspose2d(2, 1, 3, stride=2, padding=1, output_padding=1,
-                                                bias=False)], input_shape=(1, 8, 8)).build(seed=2)
+                                                bias=False)], input_shape=(1, 8, 8)).reset_parameters(2)
     assert model.output_shape == (1, 8, 8)
     x = np.random.default_rng(3).standard_normal((2, 1, 8, 8)).astype(np.float32)
     loaded = inn.load_model(model.save(tmp_path / "t.h5"))

@@ -42,7 +42,7 @@ def rss_bytes():
 def test_memory_is_flat_over_2000_training_steps():
     """2,000 LeNet-5 steps: the resident memory after step 2,000 is within 25 MiB of
     step 200, and the im2col workspace buffers are the same arrays throughout."""
-    model = lenet5().build(seed=0)
+    model = lenet5().reset_parameters(0)
     x, y = digits_like(1600, 0)
     marks, buffers = {}, {}
 
@@ -68,8 +68,8 @@ def test_memory_is_flat_over_2000_training_steps():
 def test_float32_training_tracks_float64():
     """100 SGD steps of LeNet-5 from the same weights: the losses agree to 1e-3."""
     x, y = digits_like(3200, 1)
-    m64 = lenet5().astype(np.float64).build(seed=3)
-    m32 = lenet5().build(seed=3)
+    m64 = lenet5().astype(np.float64).reset_parameters(3)
+    m32 = lenet5().reset_parameters(3)
     for a, b in zip(m32.layers, m64.layers):
         for key in a.params:
             a.params[key][...] = b.params[key]
@@ -126,7 +126,7 @@ def test_ctrl_c_stops_at_a_step_boundary_and_the_checkpoint_is_intact(tmp_path):
 CHILD_SAVE = textwrap.dedent("""
     import sys, im2colnet as inet
     model = inet.Sequential([inet.Linear(1500, 1500), inet.ReLU(), inet.Linear(1500, 10)],
-                            input_shape=(1500,)).build(seed=0)
+                            input_shape=(1500,)).reset_parameters(0)
     model.save(sys.argv[1], metadata={"round": 0})
     print("saved", flush=True)
     i = 0
@@ -163,7 +163,7 @@ def test_concurrent_inference_on_one_shared_model():
     import threading
     model = inet.Sequential([inet.Conv2d(1, 4, 3, padding=1), inet.BatchNorm2d(4), inet.ReLU(),
                              inet.MaxPool2d(2), inet.Flatten(), inet.Linear(4 * 14 * 14, 10)],
-                            input_shape=(1, 28, 28)).build(seed=0)
+                            input_shape=(1, 28, 28)).reset_parameters(0)
     batches = [digits_like(64, seed)[0] for seed in range(6)]
     expected = [model.predict(x) for x in batches]
     got = [None] * len(batches)

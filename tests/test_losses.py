@@ -271,7 +271,7 @@ def test_gradients_through_a_model(case):
     x = rng.standard_normal((6, 2))
     loss, outputs, target = model_targets(x)[case]
     model = inet.Sequential([inet.Linear(2, 5), inet.Tanh(), inet.Linear(5, outputs)],
-                            input_shape=(2,)).astype(np.float64).build(seed=case)
+                            input_shape=(2,)).astype(np.float64).reset_parameters(case)
     value, dscores = loss(model.forward(x, training=True), target)
     model.backward(dscores)
     for name, p in model.parameters().items():
@@ -292,7 +292,7 @@ def test_each_loss_trains_a_model(case):
     rng = np.random.default_rng(50 + case)
     x = rng.standard_normal((128, 2)).astype(np.float32)
     loss, outputs, target = model_targets(x)[case]
-    model = inet.Sequential([inet.Linear(2, outputs)], input_shape=(2,)).build(seed=0)
+    model = inet.Sequential([inet.Linear(2, outputs)], input_shape=(2,)).reset_parameters(0)
     history = model.fit(x, target, epochs=15, batch_size=16, optimizer=inet.optim.SGD(0.1, momentum=0.5),
                         loss=loss, verbose=0, seed=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]

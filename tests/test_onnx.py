@@ -80,9 +80,9 @@ BUILT = {
     "lenet5-mnist": lambda: models.lenet5(pretrained=True),
     "lenet5-fashion-mnist": lambda: models.lenet5(pretrained="fashion-mnist"),
     "vgg_small-fashion-mnist": lambda: models.vgg_small(pretrained=True),
-    "every_layer": lambda: randomize_batchnorm(every_layer_model().build(seed=1)),
-    "image_softmax": lambda: image_softmax_model().build(seed=2),
-    "recurrent": lambda: recurrent_model().build(seed=3),
+    "every_layer": lambda: randomize_batchnorm(every_layer_model().reset_parameters(1)),
+    "image_softmax": lambda: image_softmax_model().reset_parameters(2),
+    "recurrent": lambda: recurrent_model().reset_parameters(3),
 }
 
 
@@ -217,7 +217,7 @@ def test_cli_export(tmp_path, capsys):
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props["classes"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
     saved = tmp_path / "small.h5"
-    small = inet.Sequential([inet.Flatten(), inet.Linear(4, 2)], input_shape=(1, 2, 2)).build(seed=0)
+    small = inet.Sequential([inet.Flatten(), inet.Linear(4, 2)], input_shape=(1, 2, 2)).reset_parameters(0)
     small.save(saved)
     assert main(["export", str(saved), str(tmp_path / "small.onnx"), "--opset", "13"]) == 0
     x = samples(small, 2)

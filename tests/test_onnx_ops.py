@@ -21,7 +21,7 @@ def test_new_options_export_run_and_load(tmp_path):
         inet.Conv2d(2, 4, 3, padding=1, groups=2), inet.LeakyReLU(0.1),
         inet.MaxPool2d(3, 1, 1, dilation=2), inet.Conv2d(4, 8, 3, groups=4),
         inet.AvgPool2d(3, 2, 1, count_include_pad=False), inet.MaxPool2d(2, ceil_mode=True),
-        inet.GlobalAvgPool2d(), inet.Flatten(), inet.Linear(8, 3)], input_shape=(2, 12, 12)).build(seed=3)
+        inet.GlobalAvgPool2d(), inet.Flatten(), inet.Linear(8, 3)], input_shape=(2, 12, 12)).reset_parameters(3)
     x = np.random.default_rng(0).standard_normal((5, 2, 12, 12)).astype(np.float32)
     expected = model.forward(x)
     path = tmp_path / "ops.onnx"
@@ -41,7 +41,7 @@ def test_new_options_export_run_and_load(tmp_path):
     (inet.LogSoftmax(), (5,)),
 ])
 def test_what_onnx_cannot_express_is_a_clear_error(tmp_path, layer, shape):
-    model = inet.Sequential([layer], input_shape=shape).build(seed=0)
+    model = inet.Sequential([layer], input_shape=shape).reset_parameters(0)
     with pytest.raises(ValueError, match="layer 0"):
         inet_onnx.export(model, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()

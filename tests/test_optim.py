@@ -370,7 +370,7 @@ def test_fit_resumes_from_a_state_dict(make):
 
     def model():
         return inet.Sequential([inet.Linear(3, 8), inet.ReLU(), inet.Linear(8, 2)],
-                               input_shape=(3,)).build(seed=0)
+                               input_shape=(3,)).reset_parameters(0)
 
     whole, whole_opt = model(), make()
     whole.fit(x, y, epochs=3, batch_size=16, optimizer=whole_opt, verbose=0, seed=4)

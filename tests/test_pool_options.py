@@ -192,7 +192,7 @@ def test_pool_layers_in_a_saved_model(tmp_path):
     model = inn.Sequential([inn.Conv2d(1, 4, 3), inn.MaxPool2d(2, ceil_mode=True, dilation=1),
                             inn.AvgPool2d(2, 1, 1, ceil_mode=True, count_include_pad=False),
                             inn.LeakyReLU(0.2), inn.GlobalAvgPool2d(), inn.Flatten(),
-                            inn.Linear(4, 3), inn.LogSoftmax()], input_shape=(1, 9, 9)).build(seed=0)
+                            inn.Linear(4, 3), inn.LogSoftmax()], input_shape=(1, 9, 9)).reset_parameters(0)
     x = np.random.default_rng(4).standard_normal((2, 1, 9, 9)).astype(np.float32)
     path = model.save(tmp_path / "m.h5")
     loaded = inn.load_model(path)

@@ -24,7 +24,7 @@ def sgd(lr):
 def mlp(dropout=0.0, seed=0):
     model = inet.Sequential([inet.Linear(2, 16), inet.Tanh(), inet.Dropout(dropout),
                              inet.Linear(16, 2)], input_shape=(2,))
-    return model.build(seed=seed)
+    return model.reset_parameters(seed)
 
 
 def blobs(n, rng):
@@ -68,10 +68,10 @@ def test_summary_table_lists_shapes_and_counts():
 def test_initialisation_follows_the_next_activation():
     model = inet.Sequential([inet.Conv2d(1, 4, 3), inet.BatchNorm2d(4), inet.ReLU(), inet.Flatten(),
                              inet.Linear(144, 8), inet.Tanh(), inet.Linear(8, 3)], input_shape=(1, 8, 8))
-    model.build(seed=0)
+    model.reset_parameters(0)
     assert [getattr(l, "init", None) for l in model.layers if isinstance(l, (inet.Conv2d, inet.Linear))] \
         == ["he", "glorot", "glorot"]
-    again = inet.Sequential.from_config(model.get_config()).build(seed=0)
+    again = inet.Sequential.from_config(model.get_config()).reset_parameters(0)
     for key, value in model.parameters().items():
         np.testing.assert_array_equal(again.parameters()[key], value)
 
@@ -114,7 +114,7 @@ def test_gradcheck_through_a_dense_model_and_its_loss():
     rng = np.random.default_rng(30)
     model = inet.Sequential([inet.Linear(6, 8, bias=False), inet.BatchNorm1d(8), inet.ELU(), inet.Maxout(2),
                              inet.Dropout(0.3), inet.Linear(4, 6), inet.Sigmoid(), inet.Linear(6, 3)],
-                            input_shape=(6,)).astype(np.float64).build(seed=1)
+                            input_shape=(6,)).astype(np.float64).reset_parameters(1)
     check_model_gradients(model, rng.standard_normal((5, 6)), rng.integers(0, 3, 5))
 
 
@@ -123,7 +123,7 @@ def test_gradcheck_through_a_conv_model_and_its_loss():
     model = inet.Sequential([inet.Conv2d(2, 3, 3, padding=1, bias=False), inet.BatchNorm2d(3), inet.Tanh(),
                              inet.AvgPool2d(2), inet.Conv2d(3, 4, 2, stride=1, dilation=1), inet.Tanh(),
                              inet.Flatten(), inet.Linear(4 * 2 * 2, 3)],
-                            input_shape=(2, 6, 6)).astype(np.float64).build(seed=2)
+                            input_shape=(2, 6, 6)).astype(np.float64).reset_parameters(2)
     check_model_gradients(model, rng.standard_normal((3, 2, 6, 6)), rng.integers(0, 3, 3))
 
 
@@ -131,7 +131,7 @@ def test_gradcheck_through_a_conv_model_and_its_loss():
 def test_learns_xor_with_linear_and_tanh():
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     y = np.array([0, 1, 1, 0])
-    model = inet.Sequential([inet.Linear(2, 8), inet.Tanh(), inet.Linear(8, 2)], input_shape=(2,))
+    model = inet.Sequential([inet.Linear(2, 8), inet.Tanh(), inet.Linear(8, 2)], input_shape=(2,), seed=0)
     history = model.fit(x, y, epochs=400, batch_size=4, optimizer=sgd(0.5), loss=cross_entropy(),
                         verbose=0, seed=0)
     assert history.history["accuracy"][-1] == 1.0
@@ -150,7 +150,7 @@ def test_small_conv_net_separates_two_image_classes():
         return x, y
     (x, y), (xt, yt) = images(256), images(128)
     model = inet.Sequential([inet.Conv2d(1, 4, 3, padding=1), inet.ReLU(), inet.MaxPool2d(2),
-                             inet.Flatten(), inet.Linear(64, 2)], input_shape=(1, 8, 8))
+                             inet.Flatten(), inet.Linear(64, 2)], input_shape=(1, 8, 8), seed=1)
     model.fit(x, y, epochs=4, batch_size=32, optimizer=sgd(0.1), loss=cross_entropy(), verbose=0, seed=1)
     assert model.evaluate(xt, yt, loss=cross_entropy())["accuracy"] >= 0.95
 
@@ -318,7 +318,7 @@ def test_float64_models_compute_in_float64():
 def test_lenet_scores_and_gradients_match_torch():
     torch = pytest.importorskip("torch")
     nn = torch.nn
-    model = lenet5().astype(np.float64).build(seed=3)
+    model = lenet5().astype(np.float64).reset_parameters(3)
     ref = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
                         nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)).double()
@@ -361,7 +361,7 @@ def test_one_hot_targets_train_exactly_like_int_labels():
 def test_binary_losses_with_one_output(loss, labels):
     x, y = blobs(200, np.random.default_rng(41))
     target = np.where(y == 1, labels[1], labels[0])
-    model = inet.Sequential([inet.Linear(2, 1)], input_shape=(2,))
+    model = inet.Sequential([inet.Linear(2, 1)], input_shape=(2,), seed=0)
     history = model.fit(x, target, epochs=5, batch_size=20, optimizer="sgd", loss=loss, verbose=0, seed=0)
     assert history.history["accuracy"][-1] > 0.9
     result = model.evaluate(x, target)
@@ -399,8 +399,8 @@ def test_save_load_and_resume_is_bit_identical(tmp_path):
     from im2colnet.optim import Adam
     x, y = blobs(64, np.random.default_rng(44))
     model = inet.Sequential([inet.Linear(2, 8), inet.BatchNorm1d(8), inet.ReLU(), inet.Dropout(0.2),
-                             inet.Linear(8, 2)], input_shape=(2,)).build(seed=0)
-    twin = inet.Sequential.from_config(model.get_config()).build(seed=0)
+                             inet.Linear(8, 2)], input_shape=(2,)).reset_parameters(0)
+    twin = inet.Sequential.from_config(model.get_config()).reset_parameters(0)
     model.fit(x, y, epochs=2, batch_size=16, optimizer=Adam(0.01), verbose=0, seed=3)
     opt = Adam(0.01)
     twin.fit(x, y, epochs=1, batch_size=16, optimizer=opt, verbose=0, seed=3)

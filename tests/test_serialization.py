@@ -15,7 +15,7 @@ def small_model(dtype=np.float32):
     model = inet.Sequential([inet.Conv2d(1, 3, 3, padding=1), inet.BatchNorm2d(3), inet.ReLU(),
                              inet.MaxPool2d(2), inet.Flatten(), inet.Dropout(0.25), inet.Linear(48, 4)],
                             input_shape=(1, 8, 8), name="small")
-    return model.astype(dtype).build(seed=1)
+    return model.astype(dtype).reset_parameters(1)
 
 
 @pytest.fixture

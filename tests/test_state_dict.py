@@ -37,7 +37,7 @@ def test_state_dict_holds_copies_and_round_trips_exactly():
     state = source.state_dict()
     state["0.weight"][...] = 0                    # a copy: the model is untouched
     assert np.any(source[0].params["weight"] != 0)
-    target = models.vgg_small().build(seed=5)
+    target = models.vgg_small().reset_parameters(5)
     weight = target[0].params["weight"]
     assert target.load_state_dict(source.state_dict()) == ([], [])
     assert target[0].params["weight"] is weight    # written in place (optimizers keep their arrays)
@@ -46,7 +46,7 @@ def test_state_dict_holds_copies_and_round_trips_exactly():
 
 
 def test_strict_reports_missing_unexpected_and_mis_shaped_keys_and_changes_nothing():
-    model = models.lenet5().build(seed=0)
+    model = models.lenet5().reset_parameters(0)
     before = model.state_dict()
     state = models.lenet5(pretrained=True).state_dict()
     del state["3.bias"], state["11.weight"]
@@ -66,7 +66,7 @@ def test_strict_reports_missing_unexpected_and_mis_shaped_keys_and_changes_nothi
 
 
 def test_non_strict_loads_what_matches_and_returns_the_rest():
-    model = models.lenet5().build(seed=0)
+    model = models.lenet5().reset_parameters(0)
     pretrained = models.lenet5(pretrained=True)
     state = pretrained.state_dict()
     del state["11.bias"]

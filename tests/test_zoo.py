@@ -15,7 +15,7 @@ from im2colnet import datasets, models
 from im2colnet.layers import BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d
 
 SHIPPED = sorted(models.PRETRAINED)          # (builder, dataset) pairs
-BUILDERS = {"lenet5": models.lenet5, "vgg_small": models.vgg_small}
+BUILDERS = {"lenet5": models.lenet5, "vgg_small": models.vgg_small, "resnet_small": models.resnet_small}
 LOADERS = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist}
 # Upper bounds on the file sizes: float32 weights plus HDF5 and JSON overhead.
 MAX_BYTES = {"lenet5": 300_000, "vgg_small": 2_600_000}
@@ -41,7 +41,7 @@ def shipped(request):
 # -- the builders ---------------------------------------------------------------------------
 
 def test_lenet5_layout():
-    net = models.lenet5().build(seed=0)
+    net = models.lenet5().reset_parameters(0)
     convs = [l for l in net.layers if isinstance(l, Conv2d)]
     linears = [l for l in net.layers if isinstance(l, Linear)]
     assert [c.params["weight"].shape for c in convs] == [(6, 1, 5, 5), (16, 6, 5, 5)]
@@ -53,7 +53,7 @@ def test_lenet5_layout():
 
 
 def test_vgg_small_layout():
-    net = models.vgg_small().build(seed=0)
+    net = models.vgg_small().reset_parameters(0)
     convs = [l for l in net.layers if isinstance(l, Conv2d)]
     assert [c.params["weight"].shape[:2] for c in convs] == [
         (32, 1), (32, 32), (64, 32), (64, 64), (128, 64), (128, 128)]
@@ -64,14 +64,31 @@ def test_vgg_small_layout():
     assert net.output_shape == (10,)
 
 
+def test_resnet_small_layout():
+    """ResNet-20 (He et al.'s CIFAR layout, n=3) on 1x28x28: 16/32/64 channels, projections
+    where the shape changes, average pooling over the final 7x7 map."""
+    net = models.resnet_small()
+    blocks = [l for l in net.layers if isinstance(l, im2colnet.Residual)]
+    assert len(blocks) == 9
+    assert [b.shortcut is not None for b in blocks] == [False] * 3 + [True, False, False] * 2
+    shapes = dict(zip(map(id, net.layers), net._shapes(net.input_shape)))
+    assert [shapes[id(b)] for b in blocks[::3]] == [(16, 28, 28), (32, 14, 14), (64, 7, 7)]
+    convs = 1 + sum(len([l for l in b.block if isinstance(l, Conv2d)]) for b in blocks)
+    assert convs + 1 == 20                       # 19 convolutions + the linear layer
+    assert 200_000 <= net.count_params() == 272_186 <= 500_000
+    assert net.output_shape == (10,)
+    with pytest.raises(ValueError, match="no trained weights.*train_resnet_small.py"):
+        models.resnet_small(pretrained=True)
+
+
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_fresh_models_predict_and_differ_by_seed(name):
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
-    a = BUILDERS[name]().build(seed=1).predict(x)
-    b = BUILDERS[name]().build(seed=2).predict(x)
+    a = BUILDERS[name]().reset_parameters(1).predict(x)
+    b = BUILDERS[name]().reset_parameters(2).predict(x)
     assert a.shape == (3, 10) and a.dtype == np.float32 and np.isfinite(a).all()
     assert not np.allclose(a, b)
-    assert not BUILDERS[name](pretrained=None).built and not BUILDERS[name]().built
+    assert BUILDERS[name](pretrained=None).built and BUILDERS[name]().built   # parameters at once
 
 
 def test_every_registered_weight_file_is_shipped():

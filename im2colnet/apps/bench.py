@@ -437,7 +437,7 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
         model = getattr(zoo, name)()
         in_shape = tuple(model.input_shape)
         x_train = rng.random((train_images,) + in_shape).astype(dtype)
-        model.build(in_shape, seed=seed)
+        model.build(in_shape).reset_parameters(seed)
         model.astype(dtype)
         classes = model.predict(x_train[:1]).shape[1]
         y_train = rng.integers(0, classes, train_images)

@@ -111,6 +111,8 @@ def _train(args, out, parallel):
     first_epoch = int(meta.get("epochs", 0))
     batch_size = args.batch_size or int(meta.get("batch_size", 64))
     seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
+    if not args.resume:
+        model.reset_parameters(seed)       # the initial weights come from the seed too
     x, y = load_dataset(dataset, "train", args.data, args.limit)
     x_test, y_test = load_dataset(dataset, "test", args.data, args.limit)
     epochs = (f"epoch {first_epoch + 1}" if args.epochs == 1

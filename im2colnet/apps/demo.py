@@ -51,7 +51,7 @@ def locate_fashion(data, out):
 
 def train_lenet5(data, out):
     x, y = load_dataset("mnist", "train", data)
-    model = zoo_model("lenet5")
+    model = zoo_model("lenet5").reset_parameters(0)
     print(f"   LeNet-5 on MNIST, one epoch of {len(x)} images, SGD lr 0.01 momentum 0.9, "
           f"batch 64", file=out, flush=True)
     t0 = time.perf_counter()

@@ -14,9 +14,14 @@ import numpy as np
 from .._checks import check_shape
 from .._config import Configurable
 
-__all__ = ["Layer", "ParamLayer", "to_json"]
+__all__ = ["Layer", "ParamLayer", "as_generator", "to_json"]
 
 _FLOATS = (np.float32, np.float64)
+
+
+def as_generator(rng):
+    """An np.random.Generator from a Generator (kept), a seed, or None (fresh entropy)."""
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 def to_json(value):
@@ -34,6 +39,20 @@ class Layer(Configurable):
         grads:   dict with the same keys, filled by ``backward``.
         buffers: dict name -> ndarray, non-trainable state (e.g. running statistics).
         dtype:   float32 (default) or float64; see :meth:`astype`.
+
+    Parameters exist from construction: a layer that knows its sizes (Conv2d,
+    Linear, BatchNorm2d, the recurrent layers, ...) draws them in ``__init__``
+    from ``rng`` (an ``np.random.Generator`` or a seed; None: fresh entropy, so
+    different every run; ``Sequential(..., seed=)`` re-draws a whole model
+    reproducibly). ``build(input_shape)`` checks that an input fits and creates
+    the parameters of the few layers whose sizes depend on the input (they
+    are not ``built`` before). ``reset_parameters(rng)`` draws them again.
+
+    One dtype per layer: every parameter and buffer has ``dtype``. An array of
+    another dtype put into ``params`` is never converted silently: the next
+    ``forward`` raises a TypeError naming the layer, the parameter and both
+    dtypes; ``astype`` (``Sequential.astype``) changes the whole layer (model).
+
     Subclasses override ``forward``, ``backward``, ``output_shape``,
     ``get_config`` and, when they own parameters, ``_init_params``.
     ``keeps_activation`` is True for layers that may sit between a weight layer and
@@ -47,39 +66,77 @@ class Layer(Configurable):
         self.grads = {}
         self.buffers = {}
         self.dtype = np.dtype(np.float32)
-        self.input_shape = None     # set by build
+        self.input_shape = None     # the per-sample shape of the last build
+        self._built = True          # parameter-free, or parameters made in __init__
 
     # -- building -----------------------------------------------------------------
     @property
     def built(self):
-        return self.input_shape is not None
+        """True when the parameters exist (False only for layers whose sizes depend on the input)."""
+        return self._built
+
+    def _create_params(self, rng):
+        """For __init__ of layers that know their sizes: the parameters, now."""
+        self._init_params(None, as_generator(rng))
+        self._built = True
 
     def build(self, input_shape, rng=None):
-        """Allocate and initialise the parameters for a per-sample input_shape.
+        """Check that a per-sample input_shape fits; create the parameters if they do not exist yet.
 
-        Idempotent: a built layer keeps its parameters (a different
-        input_shape is a ValueError, as the parameters would not fit).
-        rng: an ``np.random.Generator`` (or a seed) for the initial weights.
+        Idempotent: existing parameters are kept (a shape they do not fit is a ValueError).
+        rng: an ``np.random.Generator`` (or a seed) for parameters that are created.
         Returns the output shape.
         """
         shape = check_shape(input_shape)
         out = self.output_shape(shape)
-        if self.built:
-            if shape != self.input_shape:
-                raise ValueError(f"input_shape: {type(self).__name__} was built for "
-                                 f"{self.input_shape}, got {shape}")
-            return out
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._init_params(shape, rng)
+        if not self.built:
+            self._init_params(shape, as_generator(rng))
+            self._built = True
         self.input_shape = shape
         return out
 
     def _init_params(self, input_shape, rng):
-        """Create params/grads/buffers; nothing for parameter-free layers."""
+        """Create params/grads/buffers (input_shape is None for layers that know their sizes);
+        nothing for parameter-free layers."""
 
     def output_shape(self, input_shape):
         """The per-sample output shape for a per-sample input shape (identity here)."""
         return tuple(input_shape)
+
+    def reset_parameters(self, rng=None):
+        """Draw the parameters (and reset the buffers) again from rng (a Generator or a seed),
+        writing into the existing arrays so that optimizers keep their references. Returns self."""
+        if self.built and (self.params or self.buffers):
+            old = {name: dict(store) for name, store in (("params", self.params), ("buffers", self.buffers))}
+            self._init_params(self.input_shape, as_generator(rng))
+            for name, store in (("params", self.params), ("buffers", self.buffers)):
+                for key, value in store.items():
+                    kept = old[name].get(key)
+                    if kept is not None and kept.shape == value.shape and kept.dtype == value.dtype:
+                        np.copyto(kept, value)
+                        store[key] = kept
+        return self
+
+    def children(self):
+        """[(name, layer)] of the layers this one is made of (none here; see Residual)."""
+        return []
+
+    def _prepare(self, x):
+        """At the start of forward: build a layer not built yet, then check the dtypes."""
+        if not self.built:
+            self.build(np.shape(x)[1:])
+        self.check_dtypes()
+
+    def check_dtypes(self):
+        """A TypeError naming the layer, the array and both dtypes when a parameter or buffer
+        does not have the layer's dtype (it would otherwise be converted silently)."""
+        for kind, store in (("params", self.params), ("buffers", self.buffers)):
+            for key, value in store.items():
+                if getattr(value, "dtype", None) != self.dtype:
+                    raise TypeError(
+                        f"{type(self).__name__}: {kind}[{key!r}] is {getattr(value, 'dtype', type(value).__name__)} "
+                        f"but the layer computes in {self.dtype}; assign a {self.dtype} array, or change "
+                        f"the whole layer (model) with .astype(np.{np.dtype(getattr(value, 'dtype', self.dtype)).name})")
 
     # -- computing ------------------------------------------------------------------
     def forward(self, x, training=False):
@@ -133,8 +190,9 @@ class ParamLayer(Layer):
 
     ``init`` chooses the weight initialisation: ``"he"`` (He et al. 2015:
     N(0, 2/fan_in), for layers followed by a ReLU) or ``"glorot"`` (Glorot &
-    Bengio 2010: N(0, 2/(fan_in + fan_out))). Sequential.build sets it from the
-    following layers; a standalone layer uses He. Biases start at 0.
+    Bengio 2010: N(0, 2/(fan_in + fan_out))). A layer starts with He;
+    Sequential.reset_parameters (also Sequential(..., seed=)) chooses from the
+    following layers and draws again. Biases start at 0.
     """
     init = "he"
 

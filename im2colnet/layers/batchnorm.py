@@ -14,7 +14,9 @@ class _BatchNorm(Layer):
 
     Training uses the batch statistics and updates the buffers ``running_mean``
     and ``running_var`` (momentum, unbiased variance); inference uses the buffers.
-    Parameters ``gamma`` (init 1) and ``beta`` (init 0).
+    Parameters ``gamma`` (init 1) and ``beta`` (init 0), made in __init__; with
+    mode="per_activation" their shape (C, H, W) comes from the input, so they
+    are made by build() (or the first forward).
     """
     keeps_activation = True
 
@@ -25,14 +27,21 @@ class _BatchNorm(Layer):
         self.eps = check_number(eps, "eps", 0.0, low_open=True)
         self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
         self._cache = None
+        if mode == "spatial":
+            self._create_params(None)
+        else:
+            self._built = False
 
-    def _param_shape(self, input_shape):
-        if self.mode == "per_activation":
-            return tuple(input_shape)
-        return (self.num_features,)
+    def _check_fit(self, input_shape):
+        """Built per-activation parameters fit only inputs of their own shape."""
+        if "gamma" in self.params and self.mode == "per_activation" \
+                and self.params["gamma"].shape != tuple(input_shape):
+            raise ValueError(f"input_shape: {type(self).__name__}(mode='per_activation') has "
+                             f"parameters of shape {self.params['gamma'].shape}, got input_shape "
+                             f"{tuple(input_shape)}")
 
     def _init_params(self, input_shape, rng):
-        shape = self._param_shape(input_shape)
+        shape = tuple(input_shape) if self.mode == "per_activation" else (self.num_features,)
         self.params["gamma"] = np.ones(shape, dtype=self.dtype)
         self.params["beta"] = np.zeros(shape, dtype=self.dtype)
         self.buffers["running_mean"] = np.zeros(shape, dtype=self.dtype)
@@ -40,8 +49,7 @@ class _BatchNorm(Layer):
         self.zero_grads()
 
     def forward(self, x, training=False):
-        if self.input_shape is None:
-            self.build(x.shape[1:])
+        self._prepare(x)
         y, self._cache = F.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.mode, self.eps, training,
             self.buffers["running_mean"], self.buffers["running_var"], self.momentum)
@@ -67,6 +75,7 @@ class BatchNorm2d(_BatchNorm):
         if len(input_shape) != 3 or input_shape[0] != self.num_features:
             raise ValueError(f"input_shape: BatchNorm2d({self.num_features}) expects images "
                              f"({self.num_features}, H, W), got input_shape {tuple(input_shape)}")
+        self._check_fit(input_shape)
         return tuple(input_shape)
 
 

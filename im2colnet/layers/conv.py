@@ -18,10 +18,11 @@ class Conv2d(ParamLayer):
     ``padding``: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same";
     ``anchor=(m, n)`` replaces padding (the kernel element (m, n) sits on the
     output pixel). ``kernel_size``, ``stride``, ``dilation``: int or pair.
+    ``rng``: np.random.Generator or seed for the initial weight (He-normal), see Layer.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, anchor=None, bias=True, groups=1):
+                 dilation=1, anchor=None, bias=True, groups=1, rng=None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         self.out_channels = check_int(out_channels, "out_channels")
@@ -35,6 +36,7 @@ class Conv2d(ParamLayer):
         g = conv_geometry((1 << 20, 1 << 20), kernel_size, stride, padding, dilation, anchor)
         self._kh, self._kw = g.kh, g.kw
         self._x = None
+        self._create_params(rng)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -55,8 +57,7 @@ class Conv2d(ParamLayer):
                     anchor=self.anchor, groups=self.groups)
 
     def forward(self, x, training=False):
-        if self.input_shape is None:      # a standalone layer builds on first use
-            self.build(np.shape(x)[1:])
+        self._prepare(x)
         self._x = x if training else None
         return F.conv2d_forward(x, self.params["weight"], self.params.get("bias"), **self._window())
 

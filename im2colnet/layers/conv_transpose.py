@@ -22,10 +22,11 @@ class ConvTranspose2d(ParamLayer):
     Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo) with
     Ho = (H - 1)*sh - pt - pb + dh*(kh - 1) + output_padding + 1; output_padding must
     be smaller than the stride or the dilation (PyTorch's rule).
+    ``rng``: np.random.Generator or seed for the initial weight, see Layer.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1):
+                 output_padding=0, groups=1, bias=True, dilation=1, rng=None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         self.out_channels = check_int(out_channels, "out_channels")
@@ -40,6 +41,7 @@ class ConvTranspose2d(ParamLayer):
                                 dilation)
         self._kh, self._kw = positive_pair(kernel_size, "kernel_size")
         self._x = None
+        self._create_params(rng)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -61,8 +63,7 @@ class ConvTranspose2d(ParamLayer):
                     dilation=self.dilation, groups=self.groups)
 
     def forward(self, x, training=False):
-        if self.input_shape is None:      # a standalone layer builds on first use
-            self.build(np.shape(x)[1:])
+        self._prepare(x)
         self._x = x if training else None
         return F.conv_transpose2d_forward(x, self.params["weight"], self.params.get("bias"),
                                           **self._window())

@@ -14,14 +14,16 @@ class Linear(ParamLayer):
     Input (N, in_features), or (N, C, H, W) with C*H*W = in_features (flattened
     row-major) -> output (N, out_features). A sequence (N, T, in_features) is
     mapped step by step -> (N, T, out_features).
+    ``rng``: np.random.Generator or seed for the initial weight (He-normal), see Layer.
     """
 
-    def __init__(self, in_features, out_features, bias=True):
+    def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
         self.bias = bool(bias)
         self._x = None
+        self._create_params(rng)
 
     def _per_step(self, shape):
         """A sequence (T, in_features) is mapped step by step (the last axis)."""
@@ -42,8 +44,7 @@ class Linear(ParamLayer):
                           self.out_features, rng, self.out_features if self.bias else None)
 
     def forward(self, x, training=False):
-        if self.input_shape is None:      # a standalone layer builds on first use
-            self.build(np.shape(x)[1:])
+        self._prepare(x)
         shape = np.shape(x)
         if self._per_step(shape[1:]):     # (N, T, F): the steps as N*T rows
             y = self.forward(np.reshape(x, (-1, shape[-1])), training)

@@ -45,7 +45,7 @@ class _Recurrent(Layer):
     GATES = 1
     STATES = 1   # h only; LSTM adds c
 
-    def __init__(self, input_size, hidden_size, num_layers=1):
+    def __init__(self, input_size, hidden_size, num_layers=1, rng=None):
         super().__init__()
         self.input_size = check_int(input_size, "input_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
@@ -53,6 +53,7 @@ class _Recurrent(Layer):
         self.last_state = None
         self.initial_state_grad = None
         self._caches = None
+        self._create_params(rng)
 
     # -- structure ----------------------------------------------------------------
     def output_shape(self, input_shape):
@@ -108,8 +109,7 @@ class _Recurrent(Layer):
 
         initial_state: h0 (num_layers, N, H) -- for LSTM (h0, c0) -- or None for zeros.
         """
-        if self.input_shape is None:
-            self.build(np.shape(x)[1:])
+        self._prepare(x)
         x = self._check_input(x)
         N, T, _ = x.shape
         state0 = self._check_state(initial_state, N, "initial_state")
@@ -184,10 +184,10 @@ class _Recurrent(Layer):
 class RNN(_Recurrent):
     """Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (nonlinearity "tanh" or "relu")."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh"):
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", rng=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, num_layers)
+        super().__init__(input_size, hidden_size, num_layers, rng)
         self.nonlinearity = nonlinearity
 
     def get_config(self):

@@ -20,6 +20,8 @@ Each layer becomes the ONNX node it is, in inference form:
     RNN/LSTM/GRU  RNN/LSTM/GRU, one node per stacked layer, gates in ONNX's order,
                   GRU with linear_before_reset=1; Transposes to and from ONNX's (T, N, F)
     LastTimeStep  Gather(index -1, axis 1)
+    Residual      the block's nodes and the shortcut's (if any) from the same input, then Add
+                  (export only: onnx.load reads chains)
 
 The batch axis is symbolic ("N"); the model's metadata goes into metadata_props.
 """
@@ -36,6 +38,7 @@ from ..serialization import atomic_path
 from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, ELU, Flatten,
                       GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, MaxPool2d,
                       Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
+from ..model import Residual
 from ..sequential import Sequential
 from ._common import MIN_OPSET, RECURRENT, to_onnx_gates
 
@@ -184,6 +187,28 @@ def _last_step(graph, i, layer, shape):
     graph.node("Gather", f"{i}/Gather", graph.tensor, graph.ints(f"{i}.last", -1), axis=1)
 
 
+def _residual(graph, i, layer, shape):
+    """block(x) + shortcut(x): each stack's nodes from the same input, then one Add
+    (the identity shortcut adds the input itself)."""
+    start, ends = graph.tensor, []
+    for prefix, stack in (("block", layer.block), ("shortcut", layer.shortcut)):
+        graph.tensor = start
+        if stack is not None:
+            shapes = [shape] + stack._shapes(shape)
+            for j, sub in enumerate(stack.layers):
+                _emit(graph, f"{i}.{prefix}.{j}", sub, shapes[j])
+        ends.append(graph.tensor)
+    graph.node("Add", f"{i}/Add", *ends)
+
+
+def _emit(graph, i, layer, shape):
+    emit = _EMITTERS.get(type(layer))
+    if emit is None:
+        raise ValueError(f"model: layer {i} ({type(layer).__name__}) has no ONNX form in "
+                         f"im2colnet.onnx.export")
+    emit(graph, i, layer, shape)
+
+
 def _unary(op, **attrs):
     def emit(graph, i, layer, shape):
         graph.node(op, f"{i}/{op}", **{k: f(layer) for k, f in attrs.items()})
@@ -198,7 +223,7 @@ _EMITTERS = {
     GlobalAvgPool2d: _unary("GlobalAveragePool"),
     Maxout: _maxout, Flatten: _unary("Flatten", axis=lambda layer: 1), Linear: _linear,
     Dropout: lambda *args: None, Softmax: _softmax, RNN: _recurrent, LSTM: _recurrent,
-    GRU: _recurrent, LastTimeStep: _last_step,
+    GRU: _recurrent, LastTimeStep: _last_step, Residual: _residual,
 }
 
 
@@ -227,11 +252,7 @@ def build_model_proto(model, opset=17, metadata=None):
     graph = _Graph(model.dtype, opset)
     shapes = [model.input_shape] + model._shapes(model.input_shape)
     for i, layer in enumerate(model.layers):
-        emit = _EMITTERS.get(type(layer))
-        if emit is None:
-            raise ValueError(f"model: layer {i} ({type(layer).__name__}) has no ONNX form in "
-                             f"im2colnet.onnx.export")
-        emit(graph, i, layer, shapes[i])
+        _emit(graph, i, layer, shapes[i])
     if graph.tensor == INPUT:      # nothing but Dropout: the output still needs a node
         graph.node("Identity", "Identity")
     graph.nodes[-1].output[0] = OUTPUT

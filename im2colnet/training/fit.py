@@ -107,8 +107,9 @@ def fit(model, x, y, epochs, batch_size=64, optimizer=None, loss=None, validatio
     loss: a loss object or name ("cross_entropy", "hinge", ...; default CrossEntropyLoss()).
     validation_data: (x_val, y_val), evaluated after each epoch.
     verbose: 0 silent, 1 progress bar on stderr, 2 one line per epoch.
-    seed: shuffling and dropout (and the initial weights if the model is not built
-    yet); None picks a random one (recorded in history.params["seed"]).
+    seed: shuffling and dropout (and the parameters of layers that are not built yet;
+    the others keep theirs: Sequential(..., seed=) or reset_parameters(seed) draws them);
+    None picks a random one (recorded in history.params["seed"]).
     A non-finite loss or gradient raises FloatingPointError naming epoch and step.
     distributed: True to train data-parallel over MPI.COMM_WORLD under mpiexec (one process
     per rank; batch_size is the global batch, see im2colnet.training.distributed), or a
