@@ -46,7 +46,7 @@ def worker(model_name, steps, threads):
     rng = np.random.default_rng(0)
     x = rng.random((64 * steps, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, 64 * steps)
-    model = getattr(models, model_name)().build(seed=0)
+    model = getattr(models, model_name)().reset_parameters(0)
     optimizer, loss = SGD(0.01, momentum=0.9), CrossEntropyLoss()
     fit = dict(batch_size=64, optimizer=optimizer, loss=loss, verbose=0, seed=0,
                distributed=parallel)

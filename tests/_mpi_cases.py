@@ -15,7 +15,7 @@ def images(n, seed=0, classes=10, shape=(1, 28, 28)):
 
 
 def lenet():
-    return models.lenet5().astype(np.float64).build(seed=0)
+    return models.lenet5().astype(np.float64).reset_parameters(0)
 
 
 def small_bn_net():
@@ -24,7 +24,7 @@ def small_bn_net():
         inet.Conv2d(1, 4, 3, padding=1, bias=False), inet.BatchNorm2d(4), inet.ReLU(),
         inet.MaxPool2d(2), inet.Flatten(), inet.Linear(4 * 6 * 6, 16, bias=False), inet.BatchNorm1d(16),
         inet.ReLU(), inet.Linear(16, 5),
-    ], input_shape=(1, 12, 12)).astype(np.float64).build(seed=1)
+    ], input_shape=(1, 12, 12)).astype(np.float64).reset_parameters(1)
 
 
 class Case:

@@ -194,4 +194,7 @@ class DataParallel:
         sys.stderr.write(f"im2colnet: rank {self.rank} of {self.size} failed {place}: "
                          f"{type(exc).__name__}: {exc}; stopping all ranks\n")
         sys.stderr.flush()
+        # MPI_Abort tears the job down at once; mpiexec forwards our stderr through its
+        # proxy, which may not have passed the message on yet (it was lost in ~1 run in 3)
+        time.sleep(0.5)
         self.comm.Abort(1)
