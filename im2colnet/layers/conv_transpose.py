@@ -1,15 +1,14 @@
 """The transposed convolution layer over im2colnet.functional's conv_transpose2d_* operations."""
-import numpy as np
-
 from .. import functional as F
-from .._checks import check_int, positive_pair
+from .._checks import positive_pair
 from ..functional.conv_transpose import conv_transpose_geometry
-from .base import ParamLayer, to_json
+from .base import to_json
+from .conv import _Convolution
 
 __all__ = ["ConvTranspose2d"]
 
 
-class ConvTranspose2d(ParamLayer):
+class ConvTranspose2d(_Convolution):
     """Conv_BF as a forward pass (PyTorch's ConvTranspose2d):
 
         y[n, o, i*sh - pt + p*dh, j*sw - pl + q*dw] += x[n, c, i, j] w[c, o, p, q]   (+ b[o])
@@ -25,15 +24,15 @@ class ConvTranspose2d(ParamLayer):
     ``rng``: np.random.Generator or seed for the initial weight, see Layer.
     """
 
+    # forward: Conv_BF; weights: Conv_grad with x and dy swapped; dx: Conv_F
+    _forward_op = staticmethod(F.conv_transpose2d_forward)
+    _weights_op = staticmethod(F.conv_transpose2d_backward_weights)
+    _data_op = staticmethod(F.conv_transpose2d_backward_data)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, rng=None):
         super().__init__()
-        self.in_channels = check_int(in_channels, "in_channels")
-        self.out_channels = check_int(out_channels, "out_channels")
-        self.groups = check_int(groups, "groups")
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"groups: {groups} groups must divide both in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        self._set_channels(in_channels, out_channels, groups)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.output_padding, self.dilation, self.bias = output_padding, dilation, bool(bias)
         # Check the window arguments now (on a large dummy image), not at the first forward.
@@ -61,24 +60,6 @@ class ConvTranspose2d(ParamLayer):
     def _window(self):
         return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
                     dilation=self.dilation, groups=self.groups)
-
-    def forward(self, x, training=False):
-        self._prepare(x)
-        self._x = x if training else None
-        return F.conv_transpose2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                          **self._window())
-
-    def backward(self, dy, need_dx=True):
-        x, w = self._saved(self._x), self.params["weight"]
-        # Conv_grad with x and dy swapped: dW = phi(dy)^T x, db = sum of dy over (n, i, j)
-        dw, db = F.conv_transpose2d_backward_weights(dy, x, w.shape, **self._window())
-        self.grads["weight"] = dw
-        if self.bias:
-            self.grads["bias"] = db
-        if not need_dx:
-            return None
-        # Conv_F: dx = the convolution of dy with w
-        return F.conv_transpose2d_backward_data(dy, w, np.shape(x), **self._window())
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
