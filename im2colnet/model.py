@@ -21,7 +21,7 @@ import numpy as np
 
 from ._checks import as_float, as_labels, check_config, check_int, check_shape
 from .layers import LAYERS
-from .layers.activation import ReLU
+from .layers.activation import LeakyReLU, ReLU
 from .layers.base import Layer, ParamLayer, as_generator
 from .losses import CrossEntropyLoss, get_loss
 from .state_dict import load_state_dict, state_dict
@@ -66,7 +66,7 @@ class Model:
     is a ValueError naming its index and type. The layers bring their parameters
     (made in their __init__); with ``seed`` (an int or np.random.Generator) the model
     draws them all again at once, reproducibly, by reset_parameters(seed): He-normal
-    for weight layers followed by ReLU, Glorot otherwise. Layers whose sizes depend
+    for weight layers followed by ReLU or LeakyReLU, Glorot otherwise. Layers whose sizes depend
     on the input are built by build() (or the first fit/forward).
 
     dtype: one for the whole model (float32 by default); astype() changes it, and a
@@ -125,12 +125,13 @@ class Model:
         return self.input_shape is not None and all(layer.built for layer in self.layers)
 
     def _choose_inits(self):
-        """He-normal for a weight layer whose next activation is ReLU, Glorot otherwise."""
+        """He-normal for a weight layer whose next activation is ReLU or LeakyReLU (whose
+        default slope, 0.01, changes He's gain sqrt(2 / (1 + a^2)) by 0.005%), Glorot otherwise."""
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, ParamLayer) or "init" in vars(layer):
                 continue
             nxt = next((l for l in self.layers[i + 1:] if not l.keeps_activation), None)
-            layer.init = "he" if isinstance(nxt, ReLU) else "glorot"
+            layer.init = "he" if isinstance(nxt, (ReLU, LeakyReLU)) else "glorot"
 
     def build(self, input_shape=None, seed=None):
         """Fix the per-sample input_shape, check every layer against it, and create the
@@ -163,7 +164,7 @@ class Model:
     def reset_parameters(self, seed=None):
         """Draw every built layer's parameters again, in layer order, from one generator
         (seed: int, np.random.Generator, or None for fresh entropy): He-normal for weight
-        layers whose next activation is ReLU, Glorot otherwise; biases 0, batch norm
+        layers whose next activation is ReLU or LeakyReLU, Glorot otherwise; biases 0, batch norm
         gamma 1, beta 0 and its running statistics reset. Returns self."""
         self._choose_inits()
         rng = as_generator(seed)

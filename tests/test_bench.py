@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import im2colnet.functional as F
-from im2colnet.apps import _timing, bench
+from im2colnet.apps import _timing, bench, bench_peer
 from im2colnet import numpy_im2col as baseline
 
 # (x shape, w shape, stride, padding, dilation): square and non-square, strided, dilated, cropped.
@@ -151,7 +151,7 @@ def test_measured_peak_is_the_better_of_ours_and_the_blas():
 
 
 def test_unavailable_method_is_reported_not_fatal(monkeypatch):
-    monkeypatch.setattr(bench, "torch_version", lambda: None)
+    monkeypatch.setattr(bench_peer, "torch_version", lambda: None)
     results = bench.run_layers([bench.parse_shape("1,1,5,5,1,3,3")], methods=("ours", "torch"),
                                budget=0, max_repeats=1)
     assert results[0]["methods"]["torch"] == {"error": "PyTorch is not installed"}

@@ -71,6 +71,9 @@ def test_initialisation_follows_the_next_activation():
     model.reset_parameters(0)
     assert [getattr(l, "init", None) for l in model.layers if isinstance(l, (inet.Conv2d, inet.Linear))] \
         == ["he", "glorot", "glorot"]
+    leaky = inet.Sequential([inet.Linear(4, 4), inet.LeakyReLU(0.1), inet.Linear(4, 2)],
+                            input_shape=(4,)).reset_parameters(0)
+    assert [l.init for l in leaky.layers if isinstance(l, inet.Linear)] == ["he", "glorot"]
     again = inet.Sequential.from_config(model.get_config()).reset_parameters(0)
     for key, value in model.parameters().items():
         np.testing.assert_array_equal(again.parameters()[key], value)
