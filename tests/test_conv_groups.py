@@ -32,7 +32,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("method", ["im2col", "direct"])
+@pytest.mark.parametrize("method", ["im2col", "blas", "direct"])
 @pytest.mark.parametrize("shape, K, k, groups, kw", CASES)
 def test_three_passes_equal_the_block_diagonal_convolution(shape, K, k, groups, kw, method):
     rng = np.random.default_rng(0)
@@ -54,6 +54,32 @@ def test_three_passes_equal_the_block_diagonal_convolution(shape, K, k, groups, 
                                np.where(block_diagonal(np.ones_like(w), groups, shape[1]) != 0,
                                         dw_full, 0), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(db, db_full, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape, K, k, groups, kw", CASES)
+def test_float32_routes_agree_with_the_grouped_loops(shape, K, k, groups, kw):
+    """float32: the packed kernel per group (or the loops, for thin groups) against the
+    grouped direct loops and a float64 reference."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    kh, kwid = (k, k) if isinstance(k, int) else k
+    w = rng.standard_normal((K, shape[1] // groups, kh, kwid)).astype(np.float32)
+    y = F.conv2d_forward(x, w, groups=groups, **kw)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    passes = {
+        "y": lambda m, d: F.conv2d_forward(x.astype(d), w.astype(d), method=m, groups=groups, **kw),
+        "dx": lambda m, d: F.conv2d_backward_data(dy.astype(d), w.astype(d), shape, method=m,
+                                                  groups=groups, **kw),
+        "dw": lambda m, d: F.conv2d_backward_weights(dy.astype(d), x.astype(d), w.shape, method=m,
+                                                     groups=groups, **kw)[0],
+    }
+    for name, run in passes.items():
+        exact = run("direct", np.float64)
+        for method in ("im2col", "blas", "direct"):
+            got = run(method, np.float32)
+            assert got.dtype == np.float32, (name, method)
+            np.testing.assert_allclose(got, exact, rtol=1e-4, atol=1e-4 * np.abs(exact).max(),
+                                       err_msg=f"{name} {method}")
 
 
 def test_depthwise_against_the_loops_of_the_definition():

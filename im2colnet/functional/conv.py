@@ -51,7 +51,9 @@ above, im2col blocks + BLAS products, which ``method="blas"`` always takes.
 output channels split into G consecutive groups, and output group g sees only
 input group g, with w of shape (K, C/G, kh, kw). Each of the three passes is a
 loop over the groups around the ungrouped pass on the channel slices (one
-product per group, whichever method runs underneath).
+product per group, with method "im2col" or "blas"). ``method="direct"`` runs the
+grouped loops of conv_direct in one call, and so does "im2col" when the groups are
+too thin for a product (depthwise: one input channel per kernel, see _grouped_direct).
 """
 import threading
 
@@ -73,6 +75,10 @@ __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward_data",
 WORKSPACE_BYTES = 8 * 2 ** 20
 
 METHODS = ("im2col", "blas", "direct")
+
+# A grouped layer with fewer input channels per kernel than this runs the direct loops
+# under method="im2col" (see _grouped_direct).
+DIRECT_GROUP_MAX_CHANNELS = 2
 
 
 class _Workspace(threading.local):
@@ -166,6 +172,17 @@ def _packed_wins(dtype, g, pass_):
     if dtype != np.float32:
         return False
     return not (pass_ == "backward-data" and g.sw > 1)
+
+
+# Each thread of a packed product gets at least this many flops (~20 us of one core's
+# product; waking a thread of the pool costs several microseconds), so a small call, e.g.
+# batch-1 inference, runs on fewer threads or on the caller's alone.
+PACKED_MIN_FLOPS_PER_THREAD = 2 ** 20
+
+
+def _packed_threads(flops):
+    """The threads a packed pass of `flops` flops runs on: thread_count(), fewer for small work."""
+    return max(1, min(thread_count(), int(flops // PACKED_MIN_FLOPS_PER_THREAD)))
 
 
 def _sum_in_order(partial):
@@ -316,7 +333,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
         _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
     elif method == "im2col" and _packed_wins(x.dtype, g, "forward"):
         bias = None if b is None else np.ascontiguousarray(b)
-        _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g), thread_count())
+        _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g),
+                        _packed_threads(2.0 * N * P * w.size))
         return y
     else:
         wmat = w.reshape(K, -1)
@@ -374,7 +392,8 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
         _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dx
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
-        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
+        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g),
+                              _packed_threads(2.0 * N * P * w.size))
         return dx
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
@@ -429,7 +448,8 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
         return dw, db
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
         # dC^T (K, C*kh*kw) = dY phi, one partial sum per thread, added in thread order
-        partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
+        taps = shape[1] * g.kh * g.kw
+        partial = np.empty((_packed_threads(2.0 * N * P * K * taps), K, taps), dtype=dy.dtype)
         _packed.backward_weights(dy, x, partial, _packed_window(g))
         return _sum_in_order(partial).reshape(shape), db
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)
@@ -484,20 +504,38 @@ def _group_slices(groups, size):
     return [slice(g * (size // groups), (g + 1) * (size // groups)) for g in range(groups)]
 
 
-def _grouped_forward(x, w, b, groups, **window):
+def _grouped_direct(groups, w_shape, method):
+    """Does a grouped pass run the direct loops (one call, every group) rather than a product
+    per group? Always for method="direct"; for method="im2col" when each group's product
+    is thinner than DIRECT_GROUP_MAX_CHANNELS input channels per kernel (depthwise: 1),
+    where a product per group loses to the loops (docs/performance.md)."""
+    _check_method(method)
+    return method == "direct" or (method == "im2col" and w_shape[1] < DIRECT_GROUP_MAX_CHANNELS)
+
+
+def _grouped_forward(x, w, b, groups, method, **window):
     """y = the per-group convolutions of the channel slices, side by side along K."""
     x = _check_input(x)
     w = as_float(w, "w", dtype=x.dtype)
     check_ndim(w, 4, "w", "(K, C/groups, kh, kw)")
     _check_group_split(groups, x.shape[1], w.shape[0], w.shape, f"x {x.shape}, w {w.shape}")
     b = None if b is None else _check_bias(b, w.shape[0], x.dtype)
+    if _grouped_direct(groups, w.shape, method):
+        w = np.ascontiguousarray(w)
+        g = conv_geometry(x.shape[2:], w.shape[2:], **window)
+        y = np.zeros((x.shape[0], w.shape[0], g.out_h, g.out_w), dtype=x.dtype)
+        _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, groups=groups)
+        if b is not None:
+            y += b.reshape(-1, 1, 1)
+        return y
+    window["method"] = method
     return np.concatenate([
         conv2d_forward(x[:, cs], w[ks], None if b is None else b[ks], **window)
         for cs, ks in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, w.shape[0]))],
         axis=1)
 
 
-def _grouped_backward_data(dy, w, x_shape, groups, **window):
+def _grouped_backward_data(dy, w, x_shape, groups, method, **window):
     """dx = the per-group Conv_BF of the dy slices, side by side along C."""
     shape = check_x_shape(x_shape)
     dy = as_float(dy, "dy")
@@ -508,18 +546,33 @@ def _grouped_backward_data(dy, w, x_shape, groups, **window):
     if dy.shape[:2] != (shape[0], w.shape[0]):
         raise ValueError(f"dy: expected shape ({shape[0]}, {w.shape[0]}, Ho, Wo) for x_shape "
                          f"{shape} and w {w.shape}, got {dy.shape}")
+    if _grouped_direct(groups, w.shape, method):
+        w = np.ascontiguousarray(w)
+        g = conv_geometry(shape[2:], w.shape[2:], **window)
+        dy = _check_dy(dy, (shape[0], w.shape[0], g.out_h, g.out_w))
+        dx = np.empty(shape, dtype=dy.dtype)
+        _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, groups=groups)
+        return dx
+    window["method"] = method
     part = (shape[0], shape[1] // groups) + shape[2:]
     return np.concatenate([conv2d_backward_data(dy[:, ks], w[ks], part, **window)
                            for ks in _group_slices(groups, w.shape[0])], axis=1)
 
 
-def _grouped_backward_weights(dy, x, w_shape, groups, **window):
+def _grouped_backward_weights(dy, x, w_shape, groups, method, **window):
     """(dw, db): the per-group weight gradients stacked along K (each group's kernels)."""
     dy = as_float(dy, "dy")
     x = _check_input(as_float(x, "x", dtype=dy.dtype))
     check_ndim(dy, 4, "dy", "(N, K, Ho, Wo)")
     _check_group_split(groups, x.shape[1], dy.shape[1], None, f"x {x.shape}, dy {dy.shape}")
     shape = _check_w_shape(w_shape, (x.shape[0], x.shape[1] // groups), dy.shape[1])
+    if _grouped_direct(groups, shape, method):
+        g = conv_geometry(x.shape[2:], shape[2:], **window)
+        dy = _check_dy(dy, (x.shape[0], shape[0], g.out_h, g.out_w))
+        dw = np.empty(shape, dtype=dy.dtype)
+        _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, groups=groups)
+        return dw, dy.sum(axis=(0, 2, 3))
+    window["method"] = method
     part = (shape[0] // groups,) + shape[1:]
     grads = [conv2d_backward_weights(dy[:, ks], x[:, cs], part, **window)
              for cs, ks in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, shape[0]))]
