@@ -31,9 +31,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ELU, Flatten,
-                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, MaxPool2d,
-                      Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
+from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, ELU, Flatten,
+                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, LogSoftmax,
+                      MaxPool2d, Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
+from ..model import Residual
 from ..sequential import Sequential
 from ..serialization import ModelFormatError
 from ._common import RECURRENT, from_onnx_gates
@@ -88,6 +89,26 @@ def _padding(pt, pb, pl, pr):
     if pt == pb and pl == pr:
         return _int_or_pair(pt, pl)
     return ((pt, pb), (pl, pr))
+
+
+class _Residual:
+    """A fork in the graph: block and shortcut (lists of items; an empty shortcut is the
+    identity) from one tensor, summed by the Add node ``add``."""
+    op_type = "Add"
+
+    def __init__(self, block, shortcut, add):
+        self.block, self.shortcut, self.add, self.name = block, shortcut, add, add.name
+
+
+def _nodes_of(items):
+    """The ONNX nodes of chain items, residual blocks' nodes included."""
+    for item in items:
+        if isinstance(item, _Residual):
+            yield from _nodes_of(item.block)
+            yield from _nodes_of(item.shortcut)
+            yield item.add
+        else:
+            yield item
 
 
 class _Importer:
@@ -216,45 +237,85 @@ class _Importer:
         return value.name, tuple(sizes), _FLOATS[ttype.elem_type], batch
 
     def chain(self, start):
-        """The nodes from the input to the single output, each reading the one before."""
+        """The items from the input to the single output: nodes, each reading the one
+        before, and _Residual items where the chain forks and the two paths meet in an Add."""
         outputs = [v.name for v in self.graph.output]
         if len(outputs) != 1:
             raise _Unsupported(f"the graph has {len(outputs)} outputs ({', '.join(outputs)}); "
                                f"im2colnet.onnx.load reads graphs with one output")
-        readers = {}
+        self.output = outputs[0]
+        self.readers = {}
         for node in self.nodes:
             for name in set(node.input):
-                readers.setdefault(name, []).append(node)
-        chain, tensor = [], start
+                self.readers.setdefault(name, []).append(node)
+        chain, _, merge = self._segment(start)
+        if merge is not None:
+            _fail(merge, "it adds a tensor computed on the chain to itself or to a tensor that "
+                         "does not branch from the chain")
+        used = {id(node) for node in _nodes_of(chain)}
+        rest = [n for n in self.nodes if id(n) not in used]
+        if rest:
+            _fail(rest[0], "it is not on the chain from the graph's input to its output")
+        return chain
+
+    def _merges(self, node):
+        """Is node an Add of two tensors computed in the graph (the end of a residual block)?"""
+        return node.op_type == "Add" and len(node.input) == 2 and not any(
+            name in self.consts or name in self.zeros or name == "" for name in node.input)
+
+    def _segment(self, tensor, after=None):
+        """The items from ``tensor`` on (read by the nodes ``after``, else by all its readers)
+        up to the graph output or to an Add that merges it with another path.
+        Returns (items, the last tensor, that Add or None)."""
+        items = []
         while True:
-            after = readers.get(tensor, [])
-            if tensor == outputs[0]:
-                if after:
-                    raise _Unsupported(f"the graph output {tensor!r} is also read by "
-                                       f"{_label(after[0])}: a branch")
-                break
+            if after is None:
+                after = self.readers.get(tensor, [])
+                if tensor == self.output:
+                    if after:
+                        raise _Unsupported(f"the graph output {tensor!r} is also read by "
+                                           f"{_label(after[0])}: a branch")
+                    return items, tensor, None
+            if len(after) == 1 and self._merges(after[0]):
+                return items, tensor, after[0]
+            if len(after) == 2:
+                items.append(self._fork(tensor, after))
+                tensor, after = items[-1].add.output[0], None
+                continue
             if len(after) != 1:
                 if not after:
                     raise _Unsupported(f"the tensor {tensor!r} is read by no node and is not the "
-                                       f"graph output {outputs[0]!r}")
+                                       f"graph output {self.output!r}")
                 raise _Unsupported(f"the tensor {tensor!r} is read by {len(after)} nodes "
                                    f"({', '.join(_label(n) for n in after)}): a branch; "
-                                   f"im2colnet.onnx.load reads chains of nodes")
+                                   f"im2colnet.onnx.load reads chains of nodes and residual blocks")
             node = after[0]
             for name in node.input:
                 if name not in ("", tensor) and name not in self.consts and name not in self.zeros:
                     _fail(node, f"it also reads {name!r}, computed elsewhere in the graph: a branch "
-                                f"that merges; im2colnet.onnx.load reads chains of nodes")
+                                f"that merges other than by an Add of two paths from one tensor")
             for name in node.output[1:]:
-                if name and (name in readers or name in outputs):
+                if name and (name in self.readers or name == self.output):
                     _fail(node, f"its output {name!r} (not the first) is used; only the first "
                                 f"output of a node is supported")
-            chain.append(node)
-            tensor = node.output[0]
-        rest = [n for n in self.nodes if not any(n is c for c in chain)]
-        if rest:
-            _fail(rest[0], "it is not on the chain from the graph's input to its output")
-        return chain
+            items.append(node)
+            tensor, after = node.output[0], None
+
+    def _fork(self, tensor, readers):
+        """The _Residual of a tensor read by two paths that meet in one Add: the path whose
+        end the Add reads first is the block (export's order), unless it is the identity."""
+        paths = [([], tensor, r) if self._merges(r) else self._segment(tensor, [r]) for r in readers]
+        (items_a, end_a, add), (items_b, end_b, add_b) = paths
+        if add is None or add is not add_b or sorted(add.input) != sorted([end_a, end_b]) \
+                or not (items_a or items_b):
+            raise _Unsupported(f"the tensor {tensor!r} is read by 2 nodes "
+                               f"({', '.join(_label(n) for n in readers)}): a branch whose paths do "
+                               f"not meet in one Add; im2colnet.onnx.load reads chains of nodes "
+                               f"and residual blocks, block(x) + shortcut(x)")
+        block, shortcut = (items_a, items_b) if add.input[0] == end_a else (items_b, items_a)
+        if not block:
+            block, shortcut = shortcut, block
+        return _Residual(block, shortcut, add)
 
     # -- layers -----------------------------------------------------------------------------
     def add(self, node, layer, shape, **arrays):
@@ -325,6 +386,35 @@ def _conv(imp, chain, i, shape):
     return i + 1, imp.add(node, layer, shape, **arrays)
 
 
+def _conv_transpose(imp, chain, i, shape):
+    node = chain[i]
+    attrs = _attrs(node, {**_WINDOW_ATTRS, "dilations": None, "group": 1, "output_padding": None,
+                          "output_shape": None})
+    if attrs["output_shape"] is not None or attrs["auto_pad"] not in ("NOTSET", "VALID"):
+        _fail(node, f"output_shape / auto_pad={attrs['auto_pad']!r} are not supported (explicit "
+                    f"pads and output_padding are)")
+    w = imp.const(node, 1, "W (the weights)")
+    b = imp.const(node, 2, "B (the bias)", required=False)
+    if w.ndim != 4 or len(shape) != 3:
+        _fail(node, f"only 2-D transposed convolutions of images are supported (weights of shape "
+                    f"{w.shape}, input per-sample shape {shape})")
+    kernel = tuple(int(k) for k in w.shape[2:])
+    if attrs["kernel_shape"] is not None and tuple(attrs["kernel_shape"]) != kernel:
+        _fail(node, f"kernel_shape {attrs['kernel_shape']} disagrees with the weights' shape {w.shape}")
+    pt, pl, pb, pr = attrs["pads"] if attrs["auto_pad"] == "NOTSET" and attrs["pads"] else [0] * 4
+    try:
+        layer = ConvTranspose2d(
+            int(w.shape[0]), int(w.shape[1]) * attrs["group"], _int_or_pair(*kernel),
+            stride=_int_or_pair(*(attrs["strides"] or [1, 1])), padding=_padding(pt, pb, pl, pr),
+            output_padding=_int_or_pair(*(attrs["output_padding"] or [0, 0])),
+            groups=attrs["group"], bias=b is not None,
+            dilation=_int_or_pair(*(attrs["dilations"] or [1, 1])))
+    except ValueError as exc:
+        _fail(node, str(exc))
+    arrays = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return i + 1, imp.add(node, layer, shape, **arrays)
+
+
 def _pool(imp, chain, i, shape):
     node = chain[i]
     is_max = node.op_type == "MaxPool"
@@ -335,23 +425,20 @@ def _pool(imp, chain, i, shape):
         _fail(node, f"dilations={attrs['dilations']} in average pooling are not supported")
     if is_max and attrs["storage_order"] != 0:
         _fail(node, "storage_order=1 is not supported")
+    if attrs["ceil_mode"] not in (0, 1) or (attrs["ceil_mode"] and attrs["auto_pad"] == "VALID"):
+        _fail(node, f"ceil_mode={attrs['ceil_mode']} with auto_pad={attrs['auto_pad']!r} is not "
+                    f"supported (ceil_mode=1 is, with explicit pads)")
     stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
-    try:
+    ceil = bool(attrs["ceil_mode"])     # ONNX's rule is PyTorch's and ours: a last window that
+    try:                                # starts in the right padding is ignored
         kernel = _int_or_pair(*kernel)
         stride = None if stride == kernel else stride
-        layer = MaxPool2d(kernel, stride, padding, dilation=dilation) if is_max else \
-            AvgPool2d(kernel, stride, padding, count_include_pad=bool(attrs["count_include_pad"]))
-        g = layer._window(tuple(shape[1:]))
+        layer = MaxPool2d(kernel, stride, padding, dilation=dilation, ceil_mode=ceil) if is_max else \
+            AvgPool2d(kernel, stride, padding, ceil_mode=ceil,
+                      count_include_pad=bool(attrs["count_include_pad"]))
+        layer._window(tuple(shape[1:]))
     except ValueError as exc:
         _fail(node, str(exc))
-    if attrs["ceil_mode"] not in (0, 1):
-        _fail(node, f"ceil_mode={attrs['ceil_mode']} is not supported")
-    if attrs["ceil_mode"] == 1:
-        rows = shape[1] + g.pt + g.pb - g.kh
-        cols = shape[2] + g.pl + g.pr - g.kw
-        if rows % g.sh or cols % g.sw:      # only when rounding up adds a window
-            _fail(node, "ceil_mode=1 is not supported (it adds a partial window here; "
-                        "im2colnet's pooling rounds the output size down)")
     return i + 1, imp.add(node, layer, shape)
 
 
@@ -456,7 +543,7 @@ def _softmax(imp, chain, i, shape):
     if imp.opset < 13 and axis != 1:
         _fail(node, f"axis={axis} is not supported (im2colnet's Softmax normalises over all "
                     f"non-batch axes: axis=1)")
-    return i + 1, imp.add(node, Softmax(), shape)
+    return i + 1, imp.add(node, Softmax() if node.op_type == "Softmax" else LogSoftmax(), shape)
 
 
 def _reshape_target(imp, node, shape, batch):
@@ -499,7 +586,7 @@ def _reshape(imp, chain, i, shape):
     nxt = chain[i + 1] if i + 1 < len(chain) else None
     flat = target == (int(np.prod(shape)),)
     if flat and len(shape) > 1 and nxt is not None and _is_reshape_back(imp, chain, i + 2, shape, batch):
-        if nxt.op_type == "Softmax":
+        if nxt.op_type in ("Softmax", "LogSoftmax"):
             _softmax(imp, chain, i + 1, target)
             return i + 3, shape
         if nxt.op_type == "BatchNormalization" and len(shape) == 3:
@@ -657,12 +744,45 @@ def _gather(imp, chain, i, shape):
     return i + 1, imp.add(node, LastTimeStep(), shape)
 
 
+def _residual(imp, chain, i, shape):
+    """block(x) + shortcut(x): each path's items become a stack of layers."""
+    item = chain[i]
+    if not isinstance(item, _Residual):
+        _fail(item, "an Add is supported after a MatMul (a Linear's bias) or as the sum of two "
+                    "paths from one tensor (a residual block)")
+    outer, stacks, arrays = (imp.layers, imp.weights), [], {}
+    for prefix, items in (("block", item.block), ("shortcut", item.shortcut)):
+        imp.layers, imp.weights = [], []
+        _convert(imp, items, shape)
+        stacks.append(imp.layers or None)
+        arrays.update({f"{prefix}/{j}/{key}": value for j, (_, found) in enumerate(imp.weights)
+                       for key, value in found.items()})
+    imp.layers, imp.weights = outer
+    return i + 1, imp.add(item.add, Residual(*stacks), shape, **arrays)
+
+
+def _convert(imp, chain, shape):
+    """Append the layers of chain items to imp.layers; returns the per-sample output shape."""
+    i = 0
+    while i < len(chain):
+        node = chain[i]
+        handler = _HANDLERS.get(node.op_type)
+        if handler is None:
+            _fail(node, f"the op {node.op_type} is not supported by im2colnet.onnx.load "
+                        f"(supported: {', '.join(sorted(_HANDLERS))} and Constant)")
+        i, shape = handler(imp, chain, i, shape)
+    if imp.crop is not None:
+        raise _Unsupported("a Slice at the end of the graph or of a residual path is not supported")
+    return shape
+
+
 _HANDLERS = {
-    "Conv": _conv, "MaxPool": _pool, "AveragePool": _pool, "Gemm": _gemm, "MatMul": _matmul,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "MaxPool": _pool, "AveragePool": _pool,
+    "Gemm": _gemm, "MatMul": _matmul, "Add": _residual,
     "Relu": _unary, "Tanh": _unary, "Sigmoid": _unary, "Elu": _unary, "LeakyRelu": _unary,
     "GlobalAveragePool": _unary,
     "Identity": _skip, "Dropout": _skip, "BatchNormalization": _batchnorm, "Softmax": _softmax,
-    "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Transpose": _recurrent,
+    "LogSoftmax": _softmax, "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Transpose": _recurrent,
     "Gather": _gather,
 }
 
@@ -700,20 +820,10 @@ def load(path):
     try:
         imp = _Importer(proto)
         name, shape, dtype, imp.batch = imp.input_info()
-        input_shape = shape
-        i, chain = 0, imp.chain(name)
-        while i < len(chain):
-            node = chain[i]
-            handler = _HANDLERS.get(node.op_type)
-            if handler is None:
-                _fail(node, f"the op {node.op_type} is not supported by im2colnet.onnx.load "
-                            f"(supported: {', '.join(sorted(_HANDLERS))} and Constant)")
-            i, shape = handler(imp, chain, i, shape)
-        if imp.crop is not None:
-            raise _Unsupported("a Slice at the end of the graph is not supported")
+        _convert(imp, imp.chain(name), shape)
     except _Unsupported as exc:
         raise ValueError(f"{path}: {exc}") from None
-    model = Sequential(imp.layers, input_shape=input_shape, name=proto.graph.name or "onnx_model")
+    model = Sequential(imp.layers, input_shape=shape, name=proto.graph.name or "onnx_model")
     model.astype(dtype)
     model.build(seed=0)
     for layer, (node, arrays) in zip(model.layers, imp.weights):
