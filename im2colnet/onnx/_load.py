@@ -428,17 +428,30 @@ def _pool(imp, chain, i, shape):
     if attrs["ceil_mode"] not in (0, 1) or (attrs["ceil_mode"] and attrs["auto_pad"] == "VALID"):
         _fail(node, f"ceil_mode={attrs['ceil_mode']} with auto_pad={attrs['auto_pad']!r} is not "
                     f"supported (ceil_mode=1 is, with explicit pads)")
+    # ONNX's ceil_mode rule is PyTorch's and ours: a last window that starts in the right
+    # padding is ignored. Our ceil_mode takes no crop at the end; a Slice there (export's form
+    # of rows past the last window) is taken as the same pooling of the whole input, checked below.
+    ceil, crop = bool(attrs["ceil_mode"]), imp.crop
+    end_crop = ceil and crop is not None and (crop[1] or crop[3])
+    if end_crop:
+        imp.crop = (crop[0], 0, crop[2], 0)
     stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
-    ceil = bool(attrs["ceil_mode"])     # ONNX's rule is PyTorch's and ours: a last window that
-    try:                                # starts in the right padding is ignored
+    try:
         kernel = _int_or_pair(*kernel)
         stride = None if stride == kernel else stride
         layer = MaxPool2d(kernel, stride, padding, dilation=dilation, ceil_mode=ceil) if is_max else \
             AvgPool2d(kernel, stride, padding, ceil_mode=ceil,
                       count_include_pad=bool(attrs["count_include_pad"]))
-        layer._window(tuple(shape[1:]))
+        g = layer._window(tuple(shape[1:]))
+        inner = layer._window((shape[1] - crop[1], shape[2] - crop[3])) if end_crop else g
     except ValueError as exc:
         _fail(node, str(exc))
+    last_ends = ((g.out_h - 1) * g.sh - g.pt + g.dh * (g.kh - 1) + 1,
+                 (g.out_w - 1) * g.sw - g.pl + g.dw * (g.kw - 1) + 1)
+    if end_crop and ((inner.out_h, inner.out_w) != (g.out_h, g.out_w) or any(
+            cut and end > size - cut for cut, end, size in zip(crop[1::2], last_ends, shape[1:]))):
+        _fail(node, "a Slice of the bottom/right before a ceil_mode=1 pooling is supported only "
+                    "where no window reads the cropped cells")
     return i + 1, imp.add(node, layer, shape)
 
 
