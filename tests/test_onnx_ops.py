@@ -215,3 +215,42 @@ def test_a_crop_before_a_ceil_mode_pooling_that_reads_the_cropped_row_is_named(t
     with pytest.raises(ValueError, match=r"node 'pool' \(MaxPool\): a Slice of the bottom/right before "
                                          r"a ceil_mode=1 pooling is supported only where no window"):
         inet_onnx.load(path)
+
+
+@pytest.mark.filterwarnings("ignore")      # the TorchScript exporter's deprecation and tracer warnings
+def test_torch_export_of_these_layers_and_residual_blocks_loads(tmp_path):
+    """torch.onnx.export of ConvTranspose2d (output_padding, groups), ceil_mode max (dilated)
+    and average pooling (count_include_pad both ways), basic residual blocks (identity and
+    projection; torch folds each eval-mode BatchNorm into its Conv), AdaptiveAvgPool2d(1) and
+    LogSoftmax: load gives torch's outputs."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c, stride):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c_in, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+            self.short = None if stride == 1 and c_in == c else \
+                nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + (x if self.short is None else self.short(x)))
+
+    net = nn.Sequential(
+        nn.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True), Block(4, 4, 1), Block(4, 8, 2),
+        nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+        nn.AvgPool2d(2, 1, 1, ceil_mode=True), nn.ConvTranspose2d(8, 8, 2, groups=8),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5), nn.LogSoftmax(dim=1)).eval()
+    x = torch.randn(3, 2, 9, 11)
+    path = tmp_path / "torch.onnx"
+    with torch.no_grad():
+        expected = net(x).numpy()
+        torch.onnx.export(net, (x[:1],), str(path), input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=17,
+                          dynamo=False)
+    model = inet_onnx.load(path)
+    assert [type(layer).__name__ for layer in model].count("Residual") == 2
+    np.testing.assert_allclose(model.predict(x.numpy()), expected, **TOL)

@@ -1,4 +1,4 @@
-"""im2colnet.onnx.export: a Sequential as an ONNX model (one chain of nodes).
+"""im2colnet.onnx.export: a Sequential as an ONNX model (a chain of nodes; a Residual forks and adds).
 
 Each layer becomes the ONNX node it is, in inference form:
 

@@ -1,28 +1,35 @@
-"""im2colnet.onnx.load: an ONNX graph that is a chain of supported nodes, as a Sequential.
+"""im2colnet.onnx.load: an ONNX graph of supported nodes, as a Sequential.
 
 The graph must have one input (N, *sizes) with fixed per-sample sizes, one
 output, and every node must read the previous node's output (plus constants:
-initialisers or Constant nodes). Nodes and what they become:
+initialisers or Constant nodes), except at a residual block: a tensor read by
+two paths (one may be empty: the identity) that meet in an Add of the two.
+Nodes and what they become:
 
     Conv (2-D, any group)         Conv2d (pads, auto_pad, strides, dilations, groups)
+    ConvTranspose (2-D)           ConvTranspose2d (pads, output_padding, strides, dilations,
+                                  group; not output_shape or auto_pad SAME_*)
     Gemm; MatMul [+ Add]          Linear (alpha/beta/transB folded into the weight)
     BatchNormalization            BatchNorm2d / BatchNorm1d (inference statistics)
     Relu, Tanh, Sigmoid, Elu      ReLU, Tanh, Sigmoid, ELU; LeakyRelu: LeakyReLU
     GlobalAveragePool             GlobalAvgPool2d
-    MaxPool, AveragePool          MaxPool2d (dilation), AvgPool2d (count_include_pad)
+    MaxPool, AveragePool          MaxPool2d (dilation), AvgPool2d (count_include_pad);
+                                  ceil_mode=1 as ceil_mode=True (ONNX's last-window rule is ours)
     Flatten(axis=1), Reshape      Flatten (a Reshape must keep the batch and flatten)
-    Softmax                       Softmax over the features (or Flatten-Softmax-Reshape)
+    Softmax, LogSoftmax           Softmax, LogSoftmax over the features (or Flatten-op-Reshape)
     Transpose, RNN/LSTM/GRU, Squeeze, Transpose    RNN/LSTM/GRU (forward, batch-first; an
                                   initial state only when it is zeros, also when computed
                                   from Shape nodes as torch.onnx.export writes it)
     Gather(index -1, axis 1)      LastTimeStep
     Slice of H, W before a Conv or pool      a negative padding (a crop)
     Reshape-ReduceMax; Reshape-BatchNormalization-Reshape    Maxout; per-activation BN
+    two paths from a tensor, Add  Residual(block, shortcut): the path the Add reads first
+                                  is the block (unless it is the identity)
     Identity, Dropout             nothing
 
-Anything else (another op, attribute or attribute value, a branch, a second
-input) is a ValueError naming the node, its op type and what is not supported:
-the model never silently computes something else.
+Anything else (another op, attribute or attribute value, another kind of branch,
+a second input) is a ValueError naming the node, its op type and what is not
+supported: the model never silently computes something else.
 """
 import json
 import os
