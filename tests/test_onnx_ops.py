@@ -121,13 +121,12 @@ def test_a_depthwise_convolution_round_trips_with_its_groups(tmp_path):
 
 def _pool_layers():
     """Max pooling (dilation 1 and 2) and average pooling (count_include_pad both ways) with
-    ceil_mode, over sizes, kernels, strides and paddings (a negative top pad crops)."""
+    ceil_mode, over sizes, kernels, strides and paddings (a negative top pad crops; pads as
+    large as the kernel, a Pad of zeros first where trimming leaves them)."""
     for kind, size, k, s, (pt, pb) in itertools.product(
             ("max", "max-dilated", "avg", "avg-exclude-pad"), (5, 6, 8), (2, 3), (2, 3),
             ((0, 0), (1, 0), (0, 1), (1, 2), (-1, 1))):
         padding = ((pt, pb), (pb, max(pt, 0)))
-        if kind.startswith("avg") and max(pt, pb) >= k:
-            continue        # pads >= kernel: ONNX Runtime's limit, a clear error (below)
         try:
             if kind.startswith("max"):
                 layer = inet.MaxPool2d(k, s, padding, dilation=2 if kind == "max-dilated" else 1,
@@ -145,18 +144,63 @@ def test_ceil_mode_pooling_against_onnx_runtime(tmp_path):
     onnx's shape inference does not. The export trims the end pads to where the last window
     ends (ceil_mode=1 only when it hangs past them), so both agree: every case runs in ONNX
     Runtime with our outputs and passes the full checker."""
-    counts = {0: 0, 1: 0}
+    counts = {0: 0, 1: 0, "Pad": 0}
     for model in _pool_layers():
         x = np.random.default_rng(1).standard_normal((2,) + model.input_shape).astype(np.float32)
         proto = inet_onnx._export.build_model_proto(model)      # check_model(full_check=True)
         ceil = [a.i for a in proto.graph.node[-1].attribute if a.name == "ceil_mode"][0]
         counts[ceil] += 1
+        counts["Pad"] += proto.graph.node[0].op_type == "Pad"
         path = tmp_path / "pool.onnx"
         path.write_bytes(proto.SerializeToString())
         np.testing.assert_allclose(run_ort(path, x), model.predict(x), **TOL,
                                    err_msg=str(model[0].get_config()))
         np.testing.assert_allclose(inet_onnx.load(path).predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
-    assert counts[0] > 50 and counts[1] > 50
+    assert counts[0] > 50 and counts[1] > 50 and counts["Pad"] > 5
+
+
+def test_average_pooling_with_pads_as_large_as_the_kernel(tmp_path):
+    """ONNX Runtime takes AveragePool pads smaller than the kernel only: larger ones are a Pad of
+    zeros first (counted as the padding is), and onnx.load folds the Pad back into the padding."""
+    model = inet.Sequential([inet.AvgPool2d(2, stride=1, padding=((2, 1), (0, 3))), inet.Conv2d(2, 3, 2),
+                             inet.AvgPool2d(3, stride=2, padding=3, ceil_mode=True)],
+                            input_shape=(2, 5, 6)).reset_parameters(4)
+    proto = inet_onnx._export.build_model_proto(model)
+    assert [node.op_type for node in proto.graph.node].count("Pad") == 2
+    loaded = check_round_trip(model, tmp_path / "pad.onnx")
+    assert [type(layer).__name__ for layer in loaded] == ["AvgPool2d", "Conv2d", "AvgPool2d"]
+
+
+def test_a_pad_before_a_conv_or_an_average_loads_and_other_pads_are_named(tmp_path):
+    """Pad (opset 17: pads as an input) of zeros before a Conv and before an AveragePool with
+    count_include_pad=1 become their padding; before a MaxPool (zeros are not -inf) it is named."""
+    w = np.random.default_rng(8).normal(0, 0.5, (3, 2, 3, 3)).astype(np.float32)
+
+    def graph(pool, name):
+        nodes = [helper.make_node("Pad", ["x", "p1"], ["a"], name="pad1"),
+                 helper.make_node("Conv", ["a", "w"], ["c"], name="conv", strides=[2, 1]),
+                 helper.make_node("Pad", ["c", "p2", "zero"], ["d"], name="pad2"),
+                 helper.make_node(pool, ["d"], ["y"], name="pool", kernel_shape=[2, 2], pads=[1, 0, 0, 1],
+                                  **({"count_include_pad": 1} if pool == "AveragePool" else {}))]
+        inits = [numpy_helper.from_array(np.array(v, dtype), n) for n, v, dtype in (
+            ("p1", [0, 0, 1, 2, 0, 0, 3, 0], np.int64), ("p2", [0, 0, 0, 1, 0, 0, 2, 0], np.int64),
+            ("zero", 0.0, np.float32), ("w", w, np.float32))]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 7, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "h", "w"])],
+                              initializer=inits)
+        path = tmp_path / name
+        path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                                           ir_version=8).SerializeToString())
+        return path
+
+    path = graph("AveragePool", "avg.onnx")
+    model = inet_onnx.load(path)
+    assert [type(layer).__name__ for layer in model] == ["Conv2d", "AvgPool2d"]
+    x = np.random.default_rng(9).standard_normal((3, 2, 7, 6)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), run_ort(path, x), **TOL)
+    with pytest.raises(ValueError, match=r"node 'pad2' \(Pad\): a Pad is supported only as zeros on H "
+                                         r"and W right before a Conv or an AveragePool"):
+        inet_onnx.load(graph("MaxPool", "max.onnx"))
 
 
 def test_ceil_mode_pooling_written_by_others_loads(tmp_path):
@@ -181,8 +225,6 @@ def test_ceil_mode_pooling_written_by_others_loads(tmp_path):
     # ONNX Runtime refuses output_padding >= stride; no end padding here can absorb it
     (inet.ConvTranspose2d(1, 1, 3, stride=1, dilation=3, output_padding=2, padding=1), (1, 7, 7),
      r"layer 0 \(ConvTranspose2d\) has output_padding 2 >= stride 1"),
-    # ONNX Runtime refuses AveragePool pads >= the kernel
-    (inet.AvgPool2d(2, padding=2), (1, 7, 7), r"layer 0 \(AvgPool2d\) pads as much as its kernel"),
 ])
 def test_what_onnx_cannot_express_is_a_clear_error(tmp_path, layer, shape, message):
     model = inet.Sequential([layer], input_shape=shape).reset_parameters(0)

@@ -9,9 +9,9 @@ Each layer becomes the ONNX node it is, in inference form:
     ReLU, Tanh, Sigmoid, ELU    Relu, Tanh, Sigmoid, Elu
     Maxout        Reshape (N, C/p, p, ...), ReduceMax over the p pieces
     ConvTranspose2d   ConvTranspose (pads, output_padding, dilations, group)
-    MaxPool2d     MaxPool (with dilations); AvgPool2d: AveragePool with our count_include_pad
-                  (pads must be smaller than the kernel, else a ValueError); ceil_mode as
-                  explicit end pads, with ceil_mode=1 where a last window hangs past them
+    MaxPool2d     MaxPool (with dilations); AvgPool2d: AveragePool with our count_include_pad;
+                  ceil_mode as explicit end pads, with ceil_mode=1 where a last window hangs
+                  past them; average pads as large as the kernel as a Pad of zeros first
     GlobalAvgPool2d, AdaptiveAvgPool2d   GlobalAveragePool for output size 1, else AveragePool
                   with kernel = stride = input size / output size
     LeakyReLU     LeakyRelu
@@ -129,17 +129,16 @@ def _conv_transpose(graph, i, layer, shape):
                pads=[pt, pl, *ends], output_padding=out_pad, group=layer.groups)
 
 
-def _ceil_mode_ends(g, in_hw):
-    """(g with ONNX's bottom/right pads, ONNX's ceil_mode) for a ceil_mode pooling geometry g.
+def _trim_end_pads(g, in_hw):
+    """(g with ONNX's bottom/right pads, ONNX's ceil_mode) for a pooling geometry g.
 
     Per axis, pb' = (Ho-1)*s - pt + dk - H is the end padding at which the last window ends
     on the padded input's end: then ONNX's floor and ceil sizes are both Ho, and no window
-    reads the padding past pb' (padding that a max or a divisor never sees). So pb' <= pb
-    becomes the pads (a negative pb' crops rows no window reads); pb' > pb (the last window
-    hangs past the padding) keeps pb with ceil_mode=1, where ONNX's ceil size is Ho and no
-    window starts past the input or left padding. So the window that ONNX's rule "a window
-    starting in the right padding is ignored" drops, and that onnx's shape inference would
-    still count, never arises.
+    reads the padding past pb'. So pb' <= pb becomes the pads (a negative pb' crops rows no
+    window reads); pb' > pb (a ceil_mode window hangs past the padding) keeps pb with
+    ceil_mode=1, where ONNX's ceil size is Ho and no window starts past the input or left
+    padding. So the window that ONNX's rule "a window starting in the right padding is
+    ignored" drops, and that onnx's shape inference would still count, never arises.
     """
     ends, ceil = [], 0
     for size, out, s, d, k, before, after in ((in_hw[0], g.out_h, g.sh, g.dh, g.kh, g.pt, g.pb),
@@ -152,15 +151,19 @@ def _ceil_mode_ends(g, in_hw):
 
 def _pool(graph, i, layer, shape):
     """MaxPool (with dilations) or AveragePool (count_include_pad as ours: padding counts as 0,
-    in the divisor or not); ceil_mode through _ceil_mode_ends."""
+    in the divisor or not); ceil_mode and end pads as large as the kernel through _trim_end_pads."""
     g, ceil = layer._window(tuple(shape[1:])), 0
-    if layer.ceil_mode:
-        g, ceil = _ceil_mode_ends(g, shape[1:])
+    if layer.ceil_mode or max(g.pt, g.pb) >= g.kh or max(g.pl, g.pr) >= g.kw:
+        g, ceil = _trim_end_pads(g, shape[1:])
     if isinstance(layer, AvgPool2d) and (max(g.pt, g.pb) >= g.kh or max(g.pl, g.pr) >= g.kw):
-        raise ValueError(f"model: layer {i} (AvgPool2d) pads as much as its kernel or more "
-                         f"(padding {layer.padding!r}, kernel_size {layer.kernel_size!r}); ONNX "
-                         f"Runtime needs AveragePool pads smaller than the kernel")
-    pads = _crop_and_pads(graph, str(i), g, shape[1:])
+        # ONNX Runtime takes pads smaller than the kernel only. Left after trimming: a window
+        # of padding only, so (the layer checked) an average that counts its padding, which
+        # counts zeros padded first as it counts padding; a negative pad crops.
+        graph.node("Pad", f"{i}/Pad", graph.tensor,
+                   graph.ints(f"{i}.pads", [0, 0, g.pt, g.pl, 0, 0, g.pb, g.pr]))
+        pads = [0, 0, 0, 0]
+    else:
+        pads = _crop_and_pads(graph, str(i), g, shape[1:])
     window = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw], pads=pads, ceil_mode=ceil)
     if isinstance(layer, MaxPool2d):
         graph.node("MaxPool", f"{i}/MaxPool", dilations=[g.dh, g.dw], **window)

@@ -22,6 +22,7 @@ Nodes and what they become:
                                   from Shape nodes as torch.onnx.export writes it)
     Gather(index -1, axis 1)      LastTimeStep
     Slice of H, W before a Conv or pool      a negative padding (a crop)
+    Pad of zeros on H, W before a Conv or an AveragePool counting its padding   more padding
     Reshape-ReduceMax; Reshape-BatchNormalization-Reshape    Maxout; per-activation BN
     two paths from a tensor, Add  Residual(block, shortcut): the path the Add reads first
                                   is the block (unless it is the identity)
@@ -439,7 +440,7 @@ def _pool(imp, chain, i, shape):
     # padding is ignored. Our ceil_mode takes no crop at the end; a Slice there (export's form
     # of rows past the last window) is taken as the same pooling of the whole input, checked below.
     ceil, crop = bool(attrs["ceil_mode"]), imp.crop
-    end_crop = ceil and crop is not None and (crop[1] or crop[3])
+    end_crop = ceil and crop is not None and max(crop[1], crop[3]) > 0
     if end_crop:
         imp.crop = (crop[0], 0, crop[2], 0)
     stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
@@ -666,6 +667,36 @@ def _slice(imp, chain, i, shape):
     return i + 1, shape
 
 
+def _pad(imp, chain, i, shape):
+    """Zeros padded on H and W right before a Conv, or an AveragePool that counts its padding:
+    more padding of that layer (a negative pad crops, as a Slice does)."""
+    node = chain[i]
+    attrs = _attrs(node, {"mode": "constant", "pads": None, "value": 0.0})
+    nxt = chain[i + 1] if i + 1 < len(chain) else None
+    counts_padding = nxt is not None and (nxt.op_type == "Conv" or (
+        nxt.op_type == "AveragePool" and any(a.name == "count_include_pad" and a.i == 1
+                                             for a in nxt.attribute)))
+    if attrs["mode"] != "constant" or len(shape) != 3 or not counts_padding:
+        _fail(node, "a Pad is supported only as zeros on H and W right before a Conv or an "
+                    "AveragePool with count_include_pad=1")
+    pads = attrs["pads"] if len(node.input) < 2 or not node.input[1] else \
+        [int(v) for v in np.asarray(imp.const(node, 1, "pads")).reshape(-1)]
+    if not pads:
+        _fail(node, "the pads are missing")
+    value = imp.const(node, 2, "constant_value", required=False)
+    axes = imp.const(node, 3, "axes", required=False)
+    axes = range(4) if axes is None else [int(a) % 4 for a in np.asarray(axes).reshape(-1)]
+    per_axis = dict.fromkeys(range(4), (0, 0))
+    per_axis.update(zip(axes, zip(pads[:len(axes)], pads[len(axes):])))
+    if np.any(np.asarray(value if value is not None else attrs["value"]) != 0) \
+            or per_axis[0] != (0, 0) or per_axis[1] != (0, 0):
+        _fail(node, f"only zeros padded on H and W (axes 2, 3) are supported; got pads {pads}, "
+                    f"axes {list(axes)}")
+    (pt, pb), (pl, pr) = per_axis[2], per_axis[3]
+    imp.crop = (-pt, -pb, -pl, -pr)
+    return i + 1, shape
+
+
 def _squeeze_axes(imp, node):
     axes = _attrs(node, {"axes": None})["axes"]
     if len(node.input) > 1 and node.input[1]:
@@ -802,7 +833,8 @@ _HANDLERS = {
     "Relu": _unary, "Tanh": _unary, "Sigmoid": _unary, "Elu": _unary, "LeakyRelu": _unary,
     "GlobalAveragePool": _unary,
     "Identity": _skip, "Dropout": _skip, "BatchNormalization": _batchnorm, "Softmax": _softmax,
-    "LogSoftmax": _softmax, "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Transpose": _recurrent,
+    "LogSoftmax": _softmax, "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Pad": _pad,
+    "Transpose": _recurrent,
     "Gather": _gather,
 }
 
