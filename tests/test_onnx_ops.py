@@ -6,6 +6,7 @@ the same predictions; what ONNX (or ONNX Runtime) cannot express is a clear erro
 import itertools
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -81,6 +82,19 @@ def test_transposed_convolution_log_softmax_and_adaptive_pooling(tmp_path):
     names = [type(layer).__name__ for layer in loaded]
     assert names.count("ConvTranspose2d") == 3 and names.count("LogSoftmax") == 2
     assert loaded[0].get_config() == model[0].get_config()
+
+
+@pytest.mark.parametrize("opset", [13, 18, onnx.defs.onnx_opset_version()])
+def test_the_new_layers_at_other_opsets(tmp_path, opset):
+    model = inet.Sequential([
+        inet.ConvTranspose2d(2, 4, 3, stride=2, output_padding=1), inet.LogSoftmax(),
+        inet.AvgPool2d(2, padding=2, ceil_mode=True), inet.MaxPool2d(2, ceil_mode=True),
+        inet.AdaptiveAvgPool2d(1), inet.Flatten(), inet.Linear(4, 3), inet.LogSoftmax()],
+        input_shape=(2, 5, 6)).reset_parameters(6)
+    path = inet_onnx.export(model, tmp_path / "m.onnx", opset=opset)
+    x = np.random.default_rng(3).random((3, 2, 5, 6), dtype=np.float32)
+    np.testing.assert_allclose(run_ort(path, x), model.predict(x), **TOL)
+    np.testing.assert_allclose(inet_onnx.load(path).predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
 
 
 def test_transposed_convolution_geometries_against_onnx_runtime(tmp_path):
