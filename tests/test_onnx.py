@@ -18,7 +18,7 @@ import im2colnet as inet
 import im2colnet.onnx as inet_onnx
 from im2colnet import models
 from im2colnet.cli import main
-from im2colnet.layers import LAYERS
+from im2colnet.model import LAYER_TYPES
 from im2colnet.serialization import ModelFormatError
 
 from _torch_models import images, in_eval_mode, torch_lenet5, torch_vgg_small
@@ -31,10 +31,17 @@ def run_ort(path, x):
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
+def _all_layers(layers):
+    """Every layer, the sub-layers of Residual blocks included."""
+    for layer in layers:
+        yield layer
+        yield from _all_layers(child for _, child in layer.children())
+
+
 def randomize_batchnorm(model, seed=0):
     """Non-trivial running statistics and affine parameters, so the export of each is tested."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
+    for layer in _all_layers(model.layers):
         if "running_var" in layer.buffers:
             for array in (layer.params["gamma"], layer.params["beta"], layer.buffers["running_mean"]):
                 array[...] = rng.normal(0, 0.5, array.shape)
@@ -76,6 +83,20 @@ def recurrent_model():
     ], input_shape=(9, 6), name="recurrent")
 
 
+def nested_residual_model():
+    """Residual blocks with the identity shortcut, with a projection, and one inside another
+    (onnx.load finds each from the fork to its Add)."""
+    inner = inet.Residual([inet.Conv2d(4, 4, 3, padding=1), inet.Tanh()])
+    return inet.Sequential([
+        inet.Conv2d(2, 4, 3, padding=1),
+        inet.Residual([inet.Conv2d(4, 4, 3, padding=1), inet.BatchNorm2d(4), inet.ReLU(), inner]),
+        inet.Residual([inet.Conv2d(4, 6, 3, stride=2, padding=1), inet.ReLU()],
+                      [inet.Conv2d(4, 6, 1, stride=2), inet.BatchNorm2d(6)]),
+        inet.Residual([inet.Flatten(), inet.Linear(6 * 4 * 3, 6 * 4 * 3)], [inet.Flatten()]),
+        inet.Linear(72, 5), inet.LogSoftmax(),
+    ], input_shape=(2, 8, 6), name="nested_residual")
+
+
 BUILT = {
     "lenet5-mnist": lambda: models.lenet5(pretrained=True),
     "lenet5-fashion-mnist": lambda: models.lenet5(pretrained="fashion-mnist"),
@@ -83,6 +104,8 @@ BUILT = {
     "every_layer": lambda: randomize_batchnorm(every_layer_model().reset_parameters(1)),
     "image_softmax": lambda: image_softmax_model().reset_parameters(2),
     "recurrent": lambda: recurrent_model().reset_parameters(3),
+    "resnet_small": lambda: randomize_batchnorm(models.resnet_small().reset_parameters(4)),
+    "nested_residual": lambda: randomize_batchnorm(nested_residual_model().reset_parameters(5)),
 }
 
 
@@ -99,12 +122,11 @@ def samples(model, n, seed=0):
 
 
 def test_the_models_cover_every_layer():
-    used = {type(layer) for build in (every_layer_model, image_softmax_model, recurrent_model)
-            for layer in build().layers}
-    # tests/test_onnx_ops.py exports these, and checks the clear error of those without a form
-    elsewhere = {inet.LeakyReLU, inet.GlobalAvgPool2d, inet.ConvTranspose2d, inet.LogSoftmax,
-                 inet.AdaptiveAvgPool2d}
-    assert used | elsewhere == set(LAYERS.values())
+    used = {type(layer) for build in (every_layer_model, image_softmax_model, recurrent_model,
+                                      nested_residual_model) for layer in build().layers}
+    # tests/test_onnx_ops.py exports these (and checks the clear errors of what has no form)
+    elsewhere = {inet.LeakyReLU, inet.GlobalAvgPool2d, inet.ConvTranspose2d, inet.AdaptiveAvgPool2d}
+    assert used | elsewhere == set(LAYER_TYPES.values())
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -317,16 +339,19 @@ def test_an_unsupported_op_is_named(tmp_path):
 
 @pytest.mark.parametrize("op, attrs, in_shape, message", [
     ("Conv", dict(group=3), ["N", 4, 6, 6], r"node 'n' \(Conv\): groups: 3 groups must divide"),
-    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), ["N", 2, 5, 5],
-     r"node 'n' \(MaxPool\): ceil_mode=1 is not supported"),
-    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
-     ["N", 2, 6, 6], r"node 'n' \(AveragePool\): ceil_mode=1 is not supported"),
+    # the window's taps -1 and 2 miss the 2x2 image: no winner
+    ("MaxPool", dict(kernel_shape=[2, 2], dilations=[3, 3], pads=[1, 1, 1, 1]),
+     ["N", 2, 2, 2], r"node 'n' \(MaxPool\): padding: a window along H holds padding only"),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="VALID", ceil_mode=1),
+     ["N", 2, 6, 6], r"node 'n' \(AveragePool\): ceil_mode=1 with auto_pad='VALID' is not supported"),
+    ("ConvTranspose", dict(output_shape=[8, 8]), ["N", 4, 6, 6],
+     r"node 'n' \(ConvTranspose\): output_shape / auto_pad='NOTSET' are not supported"),
     ("Flatten", dict(axis=2), ["N", 2, 3, 4], r"node 'n' \(Flatten\): only axis=1"),
 ])
 def test_an_unsupported_attribute_is_named(tmp_path, op, attrs, in_shape, message):
     inits = {}
     inputs = ["x"]
-    if op == "Conv":
+    if op in ("Conv", "ConvTranspose"):
         inits["w"] = _weights(0, (4, 2, 3, 3))[0]
         inputs.append("w")
     node = helper.make_node(op, inputs, ["y"], name="n", **attrs)
@@ -336,13 +361,42 @@ def test_an_unsupported_attribute_is_named(tmp_path, op, attrs, in_shape, messag
 
 
 def test_a_branch_is_named(tmp_path):
+    """Two paths that meet in a Mul, or a tensor read three times, are not a residual block."""
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
              helper.make_node("Sigmoid", ["r"], ["s"], name="left"),
              helper.make_node("Tanh", ["r"], ["t"], name="right"),
-             helper.make_node("Add", ["s", "t"], ["y"], name="merge")]
+             helper.make_node("Mul", ["s", "t"], ["y"], name="merge")]
     path = _save(_model(nodes, {}, ["N", 4], ["N", 4]), tmp_path)
-    with pytest.raises(ValueError, match=r"the tensor 'r' is read by 2 nodes .*'left'.*'right'.*: a branch"):
+    with pytest.raises(ValueError, match=r"node 'merge' \(Mul\): it also reads 't'.*a branch that "
+                                         r"merges other than by an Add"):
         inet_onnx.load(path)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             *[helper.make_node(op, ["r"], [op], name=op) for op in ("Sigmoid", "Tanh", "Elu")],
+             helper.make_node("Sum", ["Sigmoid", "Tanh", "Elu"], ["y"], name="sum")]
+    path = _save(_model(nodes, {}, ["N", 4], ["N", 4]), tmp_path, "three.onnx")
+    with pytest.raises(ValueError, match=r"the tensor 'r' is read by 3 nodes .*'Sigmoid'.*'Tanh'.*: a branch"):
+        inet_onnx.load(path)
+
+
+def test_paths_meeting_in_an_add_load_as_a_residual(tmp_path):
+    """sigmoid(r) + tanh(r), written by hand, with the Add reading the Tanh path first; and
+    r + conv(r) (the identity shortcut): Residual layers computing what ONNX Runtime computes."""
+    w, = _weights(6, (2, 2, 3, 3))
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Sigmoid", ["r"], ["s"], name="left"),
+             helper.make_node("Tanh", ["r"], ["t"], name="right"),
+             helper.make_node("Add", ["t", "s"], ["a"], name="merge"),
+             helper.make_node("Conv", ["a", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "c"], ["y"], name="skip")]
+    path = _save(_model(nodes, dict(w=w), ["N", 2, 5, 4], ["N", 2, 5, 4]), tmp_path)
+    model = inet_onnx.load(path)
+    assert [type(layer).__name__ for layer in model] == ["ReLU", "Residual", "Residual"]
+    first, second = model[1], model[2]
+    assert [type(layer).__name__ for layer in first.block] == ["Tanh"]
+    assert [type(layer).__name__ for layer in first.shortcut] == ["Sigmoid"]
+    assert [type(layer).__name__ for layer in second.block] == ["Conv2d"] and second.shortcut is None
+    x = np.random.default_rng(7).standard_normal((3, 2, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), run_ort(path, x), **TOL)
 
 
 def test_a_merge_with_the_input_and_a_second_input_are_named(tmp_path):

@@ -1,4 +1,4 @@
-"""im2colnet.onnx.export: a Sequential as an ONNX model (one chain of nodes).
+"""im2colnet.onnx.export: a Sequential as an ONNX model (a chain of nodes; a Residual forks and adds).
 
 Each layer becomes the ONNX node it is, in inference form:
 
@@ -8,20 +8,23 @@ Each layer becomes the ONNX node it is, in inference form:
                   BatchNormalization, Reshape back (one statistic per activation)
     ReLU, Tanh, Sigmoid, ELU    Relu, Tanh, Sigmoid, Elu
     Maxout        Reshape (N, C/p, p, ...), ReduceMax over the p pieces
+    ConvTranspose2d   ConvTranspose (pads, output_padding, dilations, group)
     MaxPool2d     MaxPool (with dilations); AvgPool2d: AveragePool with our count_include_pad;
-                  ceil_mode only where it adds no window (else a ValueError: ONNX runtimes
-                  differ on a last window that starts in the padding)
-    GlobalAvgPool2d   GlobalAveragePool;  LeakyReLU   LeakyRelu
+                  ceil_mode as explicit end pads, with ceil_mode=1 where a last window hangs
+                  past them; average pads as large as the kernel as a Pad of zeros first
+    GlobalAvgPool2d, AdaptiveAvgPool2d   GlobalAveragePool for output size 1, else AveragePool
+                  with kernel = stride = input size / output size
+    LeakyReLU     LeakyRelu
     Flatten       Flatten(axis=1)
     Linear        Gemm (transB=1), after a Flatten when the input is an image;
                   on a sequence (N, T, F): MatMul + Add
     Dropout       nothing (the identity in inference)
-    Softmax       Softmax(axis=1), inside Flatten ... Reshape for an (N, C, H, W) input
+    Softmax, LogSoftmax   Softmax / LogSoftmax (axis=1), inside Flatten ... Reshape for an
+                  (N, C, H, W) input
     RNN/LSTM/GRU  RNN/LSTM/GRU, one node per stacked layer, gates in ONNX's order,
                   GRU with linear_before_reset=1; Transposes to and from ONNX's (T, N, F)
     LastTimeStep  Gather(index -1, axis 1)
     Residual      the block's nodes and the shortcut's (if any) from the same input, then Add
-                  (export only: onnx.load reads chains)
 
 The batch axis is symbolic ("N"); the model's metadata goes into metadata_props.
 """
@@ -33,11 +36,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .._version import __version__
-from .._checks import conv_geometry
+from .._checks import conv_geometry, pair, positive_pair
+from ..functional.conv_transpose import conv_transpose_geometry
 from ..serialization import atomic_path
-from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, ELU, Flatten,
-                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, MaxPool2d,
-                      Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
+from ..layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
+                      ConvTranspose2d, Dropout, ELU, Flatten, GlobalAvgPool2d, GRU, LSTM,
+                      LastTimeStep, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Maxout, ReLU, RNN,
+                      Sigmoid, Softmax, Tanh)
 from ..model import Residual
 from ..sequential import Sequential
 from ._common import MIN_OPSET, RECURRENT, to_onnx_gates
@@ -97,18 +102,72 @@ def _conv(graph, i, layer, shape):
                dilations=[g.dh, g.dw], pads=pads, group=layer.groups)
 
 
+def _conv_transpose(graph, i, layer, shape):
+    """ConvTranspose: the weight (C_in, C_out/groups, kh, kw) is ONNX's layout; our padding
+    (never negative) as explicit pads, output_padding as it is. ONNX Runtime refuses an
+    output_padding >= stride (ours allows it below the dilation): that one is folded into the
+    end pad (the output is the full transposed convolution cropped, so a pad smaller by
+    output_padding is the same crop), or is a ValueError where the end pad is too small."""
+    stride = positive_pair(layer.stride, "stride")
+    out_pad = list(pair(layer.output_padding, "output_padding"))
+    _, ((pt, pb), (pl, pr)) = conv_transpose_geometry(
+        shape[1:], (layer._kh, layer._kw), stride, layer.padding, out_pad, layer.dilation)
+    ends = [pb + out_pad[0], pr + out_pad[1]]        # the layer's own bottom/right padding
+    for axis in (0, 1):
+        if out_pad[axis] >= stride[axis]:
+            if ends[axis] < out_pad[axis]:
+                raise ValueError(
+                    f"model: layer {i} (ConvTranspose2d) has output_padding {layer.output_padding!r}"
+                    f" >= stride {layer.stride!r} with a smaller end padding {layer.padding!r}; ONNX "
+                    f"Runtime refuses output_padding >= stride and a negative pad has no ONNX form")
+            ends[axis], out_pad[axis] = ends[axis] - out_pad[axis], 0
+    inputs = [graph.tensor, graph.const(f"{i}.weight", layer.params["weight"])]
+    if layer.bias:
+        inputs.append(graph.const(f"{i}.bias", layer.params["bias"]))
+    graph.node("ConvTranspose", f"{i}/ConvTranspose", *inputs, kernel_shape=[layer._kh, layer._kw],
+               strides=list(stride), dilations=list(positive_pair(layer.dilation, "dilation")),
+               pads=[pt, pl, *ends], output_padding=out_pad, group=layer.groups)
+
+
+def _trim_end_pads(g, in_hw):
+    """(g with ONNX's bottom/right pads, ONNX's ceil_mode) for a pooling geometry g.
+
+    Per axis, pb' = (Ho-1)*s - pt + dk - H is the end padding at which the last window ends
+    on the padded input's end: then ONNX's floor and ceil sizes are both Ho, and no window
+    reads the padding past pb'. So pb' <= pb becomes the pads (a negative pb' crops rows no
+    window reads); pb' > pb (a ceil_mode window hangs past the padding) keeps pb with
+    ceil_mode=1, where ONNX's ceil size is Ho and no window starts past the input or left
+    padding. So the window that ONNX's rule "a window starting in the right padding is
+    ignored" drops, and that onnx's shape inference would still count, never arises.
+    """
+    ends, ceil = [], 0
+    for size, out, s, d, k, before, after in ((in_hw[0], g.out_h, g.sh, g.dh, g.kh, g.pt, g.pb),
+                                              (in_hw[1], g.out_w, g.sw, g.dw, g.kw, g.pl, g.pr)):
+        end = (out - 1) * s - before + d * (k - 1) + 1 - size
+        ends.append(min(end, after))
+        ceil |= end > after
+    return g._replace(pb=ends[0], pr=ends[1]), ceil
+
+
 def _pool(graph, i, layer, shape):
-    g = layer._window(tuple(shape[1:]))
-    if layer.ceil_mode:
-        floor_size = dict(layer.get_config(), ceil_mode=False)
-        if type(layer)(**floor_size).output_shape(tuple(shape)) != layer.output_shape(tuple(shape)):
-            raise ValueError(f"model: layer {i} ({type(layer).__name__}) uses ceil_mode=True where "
-                             f"it adds a partial window; it has no exact ONNX form")
-    pads = _crop_and_pads(graph, str(i), g, shape[1:])
-    window = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw], pads=pads, ceil_mode=0)
+    """MaxPool (with dilations) or AveragePool (count_include_pad as ours: padding counts as 0,
+    in the divisor or not); ceil_mode and end pads as large as the kernel through _trim_end_pads."""
+    g, ceil = layer._window(tuple(shape[1:])), 0
+    if layer.ceil_mode or max(g.pt, g.pb) >= g.kh or max(g.pl, g.pr) >= g.kw:
+        g, ceil = _trim_end_pads(g, shape[1:])
+    if isinstance(layer, AvgPool2d) and (max(g.pt, g.pb) >= g.kh or max(g.pl, g.pr) >= g.kw):
+        # ONNX Runtime takes pads smaller than the kernel only. Left after trimming: a window
+        # of padding only, so (the layer checked) an average that counts its padding, which
+        # counts zeros padded first as it counts padding; a negative pad crops.
+        graph.node("Pad", f"{i}/Pad", graph.tensor,
+                   graph.ints(f"{i}.pads", [0, 0, g.pt, g.pl, 0, 0, g.pb, g.pr]))
+        pads = [0, 0, 0, 0]
+    else:
+        pads = _crop_and_pads(graph, str(i), g, shape[1:])
+    window = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw], pads=pads, ceil_mode=ceil)
     if isinstance(layer, MaxPool2d):
         graph.node("MaxPool", f"{i}/MaxPool", dilations=[g.dh, g.dw], **window)
-    else:   # padding counts as 0, in the divisor or not, as ours
+    else:
         graph.node("AveragePool", f"{i}/AveragePool",
                    count_include_pad=int(layer.count_include_pad), **window)
 
@@ -154,12 +213,14 @@ def _linear(graph, i, layer, shape):
 
 
 def _softmax(graph, i, layer, shape):
+    """Softmax or LogSoftmax (the ONNX ops of the same names) over axis 1."""
+    op = type(layer).__name__
     if len(shape) == 1:
-        graph.node("Softmax", f"{i}/Softmax", axis=1)
+        graph.node(op, f"{i}/{op}", axis=1)
         return
     # Ours normalises over all non-batch axes together.
     graph.node("Flatten", f"{i}/Flatten", axis=1)
-    graph.node("Softmax", f"{i}/Softmax", axis=1)
+    graph.node(op, f"{i}/{op}", axis=1)
     graph.node("Reshape", f"{i}/Reshape", graph.tensor, graph.ints(f"{i}.shape", [0, *shape]))
 
 
@@ -181,6 +242,21 @@ def _recurrent(graph, i, layer, shape):
         graph.node(op, f"{i}/{op}_l{k}", graph.tensor, w, r, b, **attrs)   # Y: (T, 1, N, H)
         graph.node("Squeeze", f"{i}/Squeeze_l{k}", graph.tensor, graph.ints(f"{i}.squeeze_axes_l{k}", [1]))
     graph.node("Transpose", f"{i}/Transpose_back", perm=[1, 0, 2])
+
+
+def _adaptive_avgpool(graph, i, layer, shape):
+    """GlobalAveragePool for output size 1; else AveragePool with kernel = stride = the input
+    size over the output size (the layer refuses sizes that do not divide)."""
+    try:
+        g = layer._window(tuple(shape[1:]))
+    except ValueError as exc:
+        raise ValueError(f"model: layer {i} ({type(layer).__name__}) has no ONNX form for "
+                         f"input shape {tuple(shape)}: {exc}") from None
+    if (g.out_h, g.out_w) == (1, 1):
+        graph.node("GlobalAveragePool", f"{i}/GlobalAveragePool")
+    else:
+        graph.node("AveragePool", f"{i}/AveragePool", kernel_shape=[g.kh, g.kw],
+                   strides=[g.sh, g.sw])
 
 
 def _last_step(graph, i, layer, shape):
@@ -216,14 +292,14 @@ def _unary(op, **attrs):
 
 
 _EMITTERS = {
-    Conv2d: _conv, MaxPool2d: _pool, AvgPool2d: _pool, BatchNorm2d: _batchnorm,
-    BatchNorm1d: _batchnorm, ReLU: _unary("Relu"), Tanh: _unary("Tanh"),
+    Conv2d: _conv, ConvTranspose2d: _conv_transpose, MaxPool2d: _pool, AvgPool2d: _pool,
+    BatchNorm2d: _batchnorm, BatchNorm1d: _batchnorm, ReLU: _unary("Relu"), Tanh: _unary("Tanh"),
     Sigmoid: _unary("Sigmoid"), ELU: _unary("Elu", alpha=lambda layer: layer.alpha),
     LeakyReLU: _unary("LeakyRelu", alpha=lambda layer: layer.negative_slope),
-    GlobalAvgPool2d: _unary("GlobalAveragePool"),
+    GlobalAvgPool2d: _adaptive_avgpool, AdaptiveAvgPool2d: _adaptive_avgpool,
     Maxout: _maxout, Flatten: _unary("Flatten", axis=lambda layer: 1), Linear: _linear,
-    Dropout: lambda *args: None, Softmax: _softmax, RNN: _recurrent, LSTM: _recurrent,
-    GRU: _recurrent, LastTimeStep: _last_step, Residual: _residual,
+    Dropout: lambda *args: None, Softmax: _softmax, LogSoftmax: _softmax, RNN: _recurrent,
+    LSTM: _recurrent, GRU: _recurrent, LastTimeStep: _last_step, Residual: _residual,
 }
 
 

@@ -1,28 +1,36 @@
-"""im2colnet.onnx.load: an ONNX graph that is a chain of supported nodes, as a Sequential.
+"""im2colnet.onnx.load: an ONNX graph of supported nodes, as a Sequential.
 
 The graph must have one input (N, *sizes) with fixed per-sample sizes, one
 output, and every node must read the previous node's output (plus constants:
-initialisers or Constant nodes). Nodes and what they become:
+initialisers or Constant nodes), except at a residual block: a tensor read by
+two paths (one may be empty: the identity) that meet in an Add of the two.
+Nodes and what they become:
 
     Conv (2-D, any group)         Conv2d (pads, auto_pad, strides, dilations, groups)
+    ConvTranspose (2-D)           ConvTranspose2d (pads, output_padding, strides, dilations,
+                                  group; not output_shape or auto_pad SAME_*)
     Gemm; MatMul [+ Add]          Linear (alpha/beta/transB folded into the weight)
     BatchNormalization            BatchNorm2d / BatchNorm1d (inference statistics)
     Relu, Tanh, Sigmoid, Elu      ReLU, Tanh, Sigmoid, ELU; LeakyRelu: LeakyReLU
     GlobalAveragePool             GlobalAvgPool2d
-    MaxPool, AveragePool          MaxPool2d (dilation), AvgPool2d (count_include_pad)
+    MaxPool, AveragePool          MaxPool2d (dilation), AvgPool2d (count_include_pad);
+                                  ceil_mode=1 as ceil_mode=True (ONNX's last-window rule is ours)
     Flatten(axis=1), Reshape      Flatten (a Reshape must keep the batch and flatten)
-    Softmax                       Softmax over the features (or Flatten-Softmax-Reshape)
+    Softmax, LogSoftmax           Softmax, LogSoftmax over the features (or Flatten-op-Reshape)
     Transpose, RNN/LSTM/GRU, Squeeze, Transpose    RNN/LSTM/GRU (forward, batch-first; an
                                   initial state only when it is zeros, also when computed
                                   from Shape nodes as torch.onnx.export writes it)
     Gather(index -1, axis 1)      LastTimeStep
     Slice of H, W before a Conv or pool      a negative padding (a crop)
+    Pad of zeros on H, W before a Conv or an AveragePool counting its padding   more padding
     Reshape-ReduceMax; Reshape-BatchNormalization-Reshape    Maxout; per-activation BN
+    two paths from a tensor, Add  Residual(block, shortcut): the path the Add reads first
+                                  is the block (unless it is the identity)
     Identity, Dropout             nothing
 
-Anything else (another op, attribute or attribute value, a branch, a second
-input) is a ValueError naming the node, its op type and what is not supported:
-the model never silently computes something else.
+Anything else (another op, attribute or attribute value, another kind of branch,
+a second input) is a ValueError naming the node, its op type and what is not
+supported: the model never silently computes something else.
 """
 import json
 import os
@@ -31,9 +39,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ELU, Flatten,
-                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, MaxPool2d,
-                      Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
+from ..layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, ELU, Flatten,
+                      GlobalAvgPool2d, GRU, LSTM, LastTimeStep, LeakyReLU, Linear, LogSoftmax,
+                      MaxPool2d, Maxout, ReLU, RNN, Sigmoid, Softmax, Tanh)
+from ..model import Residual
 from ..sequential import Sequential
 from ..serialization import ModelFormatError
 from ._common import RECURRENT, from_onnx_gates
@@ -88,6 +97,26 @@ def _padding(pt, pb, pl, pr):
     if pt == pb and pl == pr:
         return _int_or_pair(pt, pl)
     return ((pt, pb), (pl, pr))
+
+
+class _Residual:
+    """A fork in the graph: block and shortcut (lists of items; an empty shortcut is the
+    identity) from one tensor, summed by the Add node ``add``."""
+    op_type = "Add"
+
+    def __init__(self, block, shortcut, add):
+        self.block, self.shortcut, self.add, self.name = block, shortcut, add, add.name
+
+
+def _nodes_of(items):
+    """The ONNX nodes of chain items, residual blocks' nodes included."""
+    for item in items:
+        if isinstance(item, _Residual):
+            yield from _nodes_of(item.block)
+            yield from _nodes_of(item.shortcut)
+            yield item.add
+        else:
+            yield item
 
 
 class _Importer:
@@ -216,45 +245,85 @@ class _Importer:
         return value.name, tuple(sizes), _FLOATS[ttype.elem_type], batch
 
     def chain(self, start):
-        """The nodes from the input to the single output, each reading the one before."""
+        """The items from the input to the single output: nodes, each reading the one
+        before, and _Residual items where the chain forks and the two paths meet in an Add."""
         outputs = [v.name for v in self.graph.output]
         if len(outputs) != 1:
             raise _Unsupported(f"the graph has {len(outputs)} outputs ({', '.join(outputs)}); "
                                f"im2colnet.onnx.load reads graphs with one output")
-        readers = {}
+        self.output = outputs[0]
+        self.readers = {}
         for node in self.nodes:
             for name in set(node.input):
-                readers.setdefault(name, []).append(node)
-        chain, tensor = [], start
+                self.readers.setdefault(name, []).append(node)
+        chain, _, merge = self._segment(start)
+        if merge is not None:
+            _fail(merge, "it adds a tensor computed on the chain to itself or to a tensor that "
+                         "does not branch from the chain")
+        used = {id(node) for node in _nodes_of(chain)}
+        rest = [n for n in self.nodes if id(n) not in used]
+        if rest:
+            _fail(rest[0], "it is not on the chain from the graph's input to its output")
+        return chain
+
+    def _merges(self, node):
+        """Is node an Add of two tensors computed in the graph (the end of a residual block)?"""
+        return node.op_type == "Add" and len(node.input) == 2 and not any(
+            name in self.consts or name in self.zeros or name == "" for name in node.input)
+
+    def _segment(self, tensor, after=None):
+        """The items from ``tensor`` on (read by the nodes ``after``, else by all its readers)
+        up to the graph output or to an Add that merges it with another path.
+        Returns (items, the last tensor, that Add or None)."""
+        items = []
         while True:
-            after = readers.get(tensor, [])
-            if tensor == outputs[0]:
-                if after:
-                    raise _Unsupported(f"the graph output {tensor!r} is also read by "
-                                       f"{_label(after[0])}: a branch")
-                break
+            if after is None:
+                after = self.readers.get(tensor, [])
+                if tensor == self.output:
+                    if after:
+                        raise _Unsupported(f"the graph output {tensor!r} is also read by "
+                                           f"{_label(after[0])}: a branch")
+                    return items, tensor, None
+            if len(after) == 1 and self._merges(after[0]):
+                return items, tensor, after[0]
+            if len(after) == 2:
+                items.append(self._fork(tensor, after))
+                tensor, after = items[-1].add.output[0], None
+                continue
             if len(after) != 1:
                 if not after:
                     raise _Unsupported(f"the tensor {tensor!r} is read by no node and is not the "
-                                       f"graph output {outputs[0]!r}")
+                                       f"graph output {self.output!r}")
                 raise _Unsupported(f"the tensor {tensor!r} is read by {len(after)} nodes "
                                    f"({', '.join(_label(n) for n in after)}): a branch; "
-                                   f"im2colnet.onnx.load reads chains of nodes")
+                                   f"im2colnet.onnx.load reads chains of nodes and residual blocks")
             node = after[0]
             for name in node.input:
                 if name not in ("", tensor) and name not in self.consts and name not in self.zeros:
                     _fail(node, f"it also reads {name!r}, computed elsewhere in the graph: a branch "
-                                f"that merges; im2colnet.onnx.load reads chains of nodes")
+                                f"that merges other than by an Add of two paths from one tensor")
             for name in node.output[1:]:
-                if name and (name in readers or name in outputs):
+                if name and (name in self.readers or name == self.output):
                     _fail(node, f"its output {name!r} (not the first) is used; only the first "
                                 f"output of a node is supported")
-            chain.append(node)
-            tensor = node.output[0]
-        rest = [n for n in self.nodes if not any(n is c for c in chain)]
-        if rest:
-            _fail(rest[0], "it is not on the chain from the graph's input to its output")
-        return chain
+            items.append(node)
+            tensor, after = node.output[0], None
+
+    def _fork(self, tensor, readers):
+        """The _Residual of a tensor read by two paths that meet in one Add: the path whose
+        end the Add reads first is the block (export's order), unless it is the identity."""
+        paths = [([], tensor, r) if self._merges(r) else self._segment(tensor, [r]) for r in readers]
+        (items_a, end_a, add), (items_b, end_b, add_b) = paths
+        if add is None or add is not add_b or sorted(add.input) != sorted([end_a, end_b]) \
+                or not (items_a or items_b):
+            raise _Unsupported(f"the tensor {tensor!r} is read by 2 nodes "
+                               f"({', '.join(_label(n) for n in readers)}): a branch whose paths do "
+                               f"not meet in one Add; im2colnet.onnx.load reads chains of nodes "
+                               f"and residual blocks, block(x) + shortcut(x)")
+        block, shortcut = (items_a, items_b) if add.input[0] == end_a else (items_b, items_a)
+        if not block:
+            block, shortcut = shortcut, block
+        return _Residual(block, shortcut, add)
 
     # -- layers -----------------------------------------------------------------------------
     def add(self, node, layer, shape, **arrays):
@@ -325,6 +394,35 @@ def _conv(imp, chain, i, shape):
     return i + 1, imp.add(node, layer, shape, **arrays)
 
 
+def _conv_transpose(imp, chain, i, shape):
+    node = chain[i]
+    attrs = _attrs(node, {**_WINDOW_ATTRS, "dilations": None, "group": 1, "output_padding": None,
+                          "output_shape": None})
+    if attrs["output_shape"] is not None or attrs["auto_pad"] not in ("NOTSET", "VALID"):
+        _fail(node, f"output_shape / auto_pad={attrs['auto_pad']!r} are not supported (explicit "
+                    f"pads and output_padding are)")
+    w = imp.const(node, 1, "W (the weights)")
+    b = imp.const(node, 2, "B (the bias)", required=False)
+    if w.ndim != 4 or len(shape) != 3:
+        _fail(node, f"only 2-D transposed convolutions of images are supported (weights of shape "
+                    f"{w.shape}, input per-sample shape {shape})")
+    kernel = tuple(int(k) for k in w.shape[2:])
+    if attrs["kernel_shape"] is not None and tuple(attrs["kernel_shape"]) != kernel:
+        _fail(node, f"kernel_shape {attrs['kernel_shape']} disagrees with the weights' shape {w.shape}")
+    pt, pl, pb, pr = attrs["pads"] if attrs["auto_pad"] == "NOTSET" and attrs["pads"] else [0] * 4
+    try:
+        layer = ConvTranspose2d(
+            int(w.shape[0]), int(w.shape[1]) * attrs["group"], _int_or_pair(*kernel),
+            stride=_int_or_pair(*(attrs["strides"] or [1, 1])), padding=_padding(pt, pb, pl, pr),
+            output_padding=_int_or_pair(*(attrs["output_padding"] or [0, 0])),
+            groups=attrs["group"], bias=b is not None,
+            dilation=_int_or_pair(*(attrs["dilations"] or [1, 1])))
+    except ValueError as exc:
+        _fail(node, str(exc))
+    arrays = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return i + 1, imp.add(node, layer, shape, **arrays)
+
+
 def _pool(imp, chain, i, shape):
     node = chain[i]
     is_max = node.op_type == "MaxPool"
@@ -335,23 +433,33 @@ def _pool(imp, chain, i, shape):
         _fail(node, f"dilations={attrs['dilations']} in average pooling are not supported")
     if is_max and attrs["storage_order"] != 0:
         _fail(node, "storage_order=1 is not supported")
+    if attrs["ceil_mode"] not in (0, 1) or (attrs["ceil_mode"] and attrs["auto_pad"] == "VALID"):
+        _fail(node, f"ceil_mode={attrs['ceil_mode']} with auto_pad={attrs['auto_pad']!r} is not "
+                    f"supported (ceil_mode=1 is, with explicit pads)")
+    # ONNX's ceil_mode rule is PyTorch's and ours: a last window that starts in the right
+    # padding is ignored. Our ceil_mode takes no crop at the end; a Slice there (export's form
+    # of rows past the last window) is taken as the same pooling of the whole input, checked below.
+    ceil, crop = bool(attrs["ceil_mode"]), imp.crop
+    end_crop = ceil and crop is not None and max(crop[1], crop[3]) > 0
+    if end_crop:
+        imp.crop = (crop[0], 0, crop[2], 0)
     stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
     try:
         kernel = _int_or_pair(*kernel)
         stride = None if stride == kernel else stride
-        layer = MaxPool2d(kernel, stride, padding, dilation=dilation) if is_max else \
-            AvgPool2d(kernel, stride, padding, count_include_pad=bool(attrs["count_include_pad"]))
+        layer = MaxPool2d(kernel, stride, padding, dilation=dilation, ceil_mode=ceil) if is_max else \
+            AvgPool2d(kernel, stride, padding, ceil_mode=ceil,
+                      count_include_pad=bool(attrs["count_include_pad"]))
         g = layer._window(tuple(shape[1:]))
+        inner = layer._window((shape[1] - crop[1], shape[2] - crop[3])) if end_crop else g
     except ValueError as exc:
         _fail(node, str(exc))
-    if attrs["ceil_mode"] not in (0, 1):
-        _fail(node, f"ceil_mode={attrs['ceil_mode']} is not supported")
-    if attrs["ceil_mode"] == 1:
-        rows = shape[1] + g.pt + g.pb - g.kh
-        cols = shape[2] + g.pl + g.pr - g.kw
-        if rows % g.sh or cols % g.sw:      # only when rounding up adds a window
-            _fail(node, "ceil_mode=1 is not supported (it adds a partial window here; "
-                        "im2colnet's pooling rounds the output size down)")
+    last_ends = ((g.out_h - 1) * g.sh - g.pt + g.dh * (g.kh - 1) + 1,
+                 (g.out_w - 1) * g.sw - g.pl + g.dw * (g.kw - 1) + 1)
+    if end_crop and ((inner.out_h, inner.out_w) != (g.out_h, g.out_w) or any(
+            cut and end > size - cut for cut, end, size in zip(crop[1::2], last_ends, shape[1:]))):
+        _fail(node, "a Slice of the bottom/right before a ceil_mode=1 pooling is supported only "
+                    "where no window reads the cropped cells")
     return i + 1, imp.add(node, layer, shape)
 
 
@@ -456,7 +564,7 @@ def _softmax(imp, chain, i, shape):
     if imp.opset < 13 and axis != 1:
         _fail(node, f"axis={axis} is not supported (im2colnet's Softmax normalises over all "
                     f"non-batch axes: axis=1)")
-    return i + 1, imp.add(node, Softmax(), shape)
+    return i + 1, imp.add(node, Softmax() if node.op_type == "Softmax" else LogSoftmax(), shape)
 
 
 def _reshape_target(imp, node, shape, batch):
@@ -499,7 +607,7 @@ def _reshape(imp, chain, i, shape):
     nxt = chain[i + 1] if i + 1 < len(chain) else None
     flat = target == (int(np.prod(shape)),)
     if flat and len(shape) > 1 and nxt is not None and _is_reshape_back(imp, chain, i + 2, shape, batch):
-        if nxt.op_type == "Softmax":
+        if nxt.op_type in ("Softmax", "LogSoftmax"):
             _softmax(imp, chain, i + 1, target)
             return i + 3, shape
         if nxt.op_type == "BatchNormalization" and len(shape) == 3:
@@ -556,6 +664,36 @@ def _slice(imp, chain, i, shape):
             _fail(node, f"the slice [{start}:{end}] of axis {axis} (size {size}) is not supported")
         crop[2 * (axis - 2)], crop[2 * (axis - 2) + 1] = start, size - end
     imp.crop = tuple(crop)
+    return i + 1, shape
+
+
+def _pad(imp, chain, i, shape):
+    """Zeros padded on H and W right before a Conv, or an AveragePool that counts its padding:
+    more padding of that layer (a negative pad crops, as a Slice does)."""
+    node = chain[i]
+    attrs = _attrs(node, {"mode": "constant", "pads": None, "value": 0.0})
+    nxt = chain[i + 1] if i + 1 < len(chain) else None
+    counts_padding = nxt is not None and (nxt.op_type == "Conv" or (
+        nxt.op_type == "AveragePool" and any(a.name == "count_include_pad" and a.i == 1
+                                             for a in nxt.attribute)))
+    if attrs["mode"] != "constant" or len(shape) != 3 or not counts_padding:
+        _fail(node, "a Pad is supported only as zeros on H and W right before a Conv or an "
+                    "AveragePool with count_include_pad=1")
+    pads = attrs["pads"] if len(node.input) < 2 or not node.input[1] else \
+        [int(v) for v in np.asarray(imp.const(node, 1, "pads")).reshape(-1)]
+    if not pads:
+        _fail(node, "the pads are missing")
+    value = imp.const(node, 2, "constant_value", required=False)
+    axes = imp.const(node, 3, "axes", required=False)
+    axes = range(4) if axes is None else [int(a) % 4 for a in np.asarray(axes).reshape(-1)]
+    per_axis = dict.fromkeys(range(4), (0, 0))
+    per_axis.update(zip(axes, zip(pads[:len(axes)], pads[len(axes):])))
+    if np.any(np.asarray(value if value is not None else attrs["value"]) != 0) \
+            or per_axis[0] != (0, 0) or per_axis[1] != (0, 0):
+        _fail(node, f"only zeros padded on H and W (axes 2, 3) are supported; got pads {pads}, "
+                    f"axes {list(axes)}")
+    (pt, pb), (pl, pr) = per_axis[2], per_axis[3]
+    imp.crop = (-pt, -pb, -pl, -pr)
     return i + 1, shape
 
 
@@ -657,12 +795,46 @@ def _gather(imp, chain, i, shape):
     return i + 1, imp.add(node, LastTimeStep(), shape)
 
 
+def _residual(imp, chain, i, shape):
+    """block(x) + shortcut(x): each path's items become a stack of layers."""
+    item = chain[i]
+    if not isinstance(item, _Residual):
+        _fail(item, "an Add is supported after a MatMul (a Linear's bias) or as the sum of two "
+                    "paths from one tensor (a residual block)")
+    outer, stacks, arrays = (imp.layers, imp.weights), [], {}
+    for prefix, items in (("block", item.block), ("shortcut", item.shortcut)):
+        imp.layers, imp.weights = [], []
+        _convert(imp, items, shape)
+        stacks.append(imp.layers or None)
+        arrays.update({f"{prefix}/{j}/{key}": value for j, (_, found) in enumerate(imp.weights)
+                       for key, value in found.items()})
+    imp.layers, imp.weights = outer
+    return i + 1, imp.add(item.add, Residual(*stacks), shape, **arrays)
+
+
+def _convert(imp, chain, shape):
+    """Append the layers of chain items to imp.layers; returns the per-sample output shape."""
+    i = 0
+    while i < len(chain):
+        node = chain[i]
+        handler = _HANDLERS.get(node.op_type)
+        if handler is None:
+            _fail(node, f"the op {node.op_type} is not supported by im2colnet.onnx.load "
+                        f"(supported: {', '.join(sorted(_HANDLERS))} and Constant)")
+        i, shape = handler(imp, chain, i, shape)
+    if imp.crop is not None:
+        raise _Unsupported("a Slice at the end of the graph or of a residual path is not supported")
+    return shape
+
+
 _HANDLERS = {
-    "Conv": _conv, "MaxPool": _pool, "AveragePool": _pool, "Gemm": _gemm, "MatMul": _matmul,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "MaxPool": _pool, "AveragePool": _pool,
+    "Gemm": _gemm, "MatMul": _matmul, "Add": _residual,
     "Relu": _unary, "Tanh": _unary, "Sigmoid": _unary, "Elu": _unary, "LeakyRelu": _unary,
     "GlobalAveragePool": _unary,
     "Identity": _skip, "Dropout": _skip, "BatchNormalization": _batchnorm, "Softmax": _softmax,
-    "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Transpose": _recurrent,
+    "LogSoftmax": _softmax, "Flatten": _reshape, "Reshape": _reshape, "Slice": _slice, "Pad": _pad,
+    "Transpose": _recurrent,
     "Gather": _gather,
 }
 
@@ -700,20 +872,10 @@ def load(path):
     try:
         imp = _Importer(proto)
         name, shape, dtype, imp.batch = imp.input_info()
-        input_shape = shape
-        i, chain = 0, imp.chain(name)
-        while i < len(chain):
-            node = chain[i]
-            handler = _HANDLERS.get(node.op_type)
-            if handler is None:
-                _fail(node, f"the op {node.op_type} is not supported by im2colnet.onnx.load "
-                            f"(supported: {', '.join(sorted(_HANDLERS))} and Constant)")
-            i, shape = handler(imp, chain, i, shape)
-        if imp.crop is not None:
-            raise _Unsupported("a Slice at the end of the graph is not supported")
+        _convert(imp, imp.chain(name), shape)
     except _Unsupported as exc:
         raise ValueError(f"{path}: {exc}") from None
-    model = Sequential(imp.layers, input_shape=input_shape, name=proto.graph.name or "onnx_model")
+    model = Sequential(imp.layers, input_shape=shape, name=proto.graph.name or "onnx_model")
     model.astype(dtype)
     model.build(seed=0)
     for layer, (node, arrays) in zip(model.layers, imp.weights):
