@@ -182,7 +182,7 @@ PACKED_MIN_FLOPS_PER_THREAD = 2 ** 20
 
 def _packed_threads(flops):
     """The threads a packed pass of `flops` flops runs on: thread_count(), fewer for small work."""
-    return max(1, min(thread_count(), int(flops // PACKED_MIN_FLOPS_PER_THREAD)))
+    return max(1, min(thread_count(), int(flops // max(PACKED_MIN_FLOPS_PER_THREAD, 1))))
 
 
 def _sum_in_order(partial):
