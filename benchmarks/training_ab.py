@@ -37,7 +37,10 @@ rng = np.random.default_rng(0)
 x = rng.random((64 * steps, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 64 * steps)
 model = getattr(models, name)()
-model.reset_parameters(0)
+if hasattr(model, "reset_parameters"):
+    model.reset_parameters(0)
+else:   # builds from before parameters were made at construction
+    model.build(model.input_shape, seed=0)
 opt, loss = SGD(0.01, momentum=0.9), CrossEntropyLoss()
 model.fit(x, y, epochs=1, optimizer=opt, loss=loss, verbose=0, seed=0)
 rates = []

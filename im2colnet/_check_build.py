@@ -1,6 +1,5 @@
-"""Load the compiled kernels (or raise an ImportError that says what to do), with the
-OpenMP spin count they were tuned for; say how they were built (build_info)."""
-import os
+"""Load the compiled kernels (or raise an ImportError that says what to do); say how they
+were built (build_info)."""
 
 try:
     from . import _build_config   # written by setup.py
@@ -18,38 +17,13 @@ _HOW_TO_BUILD = (
 )
 
 
-# How long GNU OpenMP's idle threads spin before they sleep, for the runtime our kernels
-# load: libgomp reads GOMP_SPINCOUNT once, when it loads. 30,000 spins (~1 ms) keeps the
-# threads awake from one kernel or product to the next; libgomp's own default (300,000)
-# made training 3x slower on a busy 2-core machine (docs/performance.md). The variable is
-# in os.environ only while the kernels load (no child process or later library sees it),
-# and only when the user set neither it nor OMP_WAIT_POLICY and no GNU OpenMP is loaded yet.
-SPIN_COUNT = "30000"
-
-
-def _gnu_openmp_loaded():
-    """Is the GNU OpenMP our kernels link (libgomp.so.*, not a wheel's renamed copy) loaded?"""
-    try:
-        with open("/proc/self/maps") as fh:
-            return any(line.split()[-1].rsplit("/", 1)[-1].startswith("libgomp.so") for line in fh)
-    except OSError:
-        return True   # cannot tell: leave the runtime as it is
-
-
-_SET_SPIN_COUNT = not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ)
-                       or _gnu_openmp_loaded())
-
 # Every compiled kernel module, or a readable ImportError (im2colnet/__init__.py imports
-# this module before anything that uses the kernels).
-if _SET_SPIN_COUNT:
-    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+# this module before anything that uses the kernels). GNU OpenMP, which they load, keeps
+# its own defaults: GOMP_SPINCOUNT and OMP_WAIT_POLICY are the user's to set.
 try:
     from ._kernels import batchnorm, conv_direct, gemm, im2col, packed_conv, pool, relu  # noqa: F401
 except ImportError as exc:
     raise ImportError(_HOW_TO_BUILD.format(error=exc)) from exc
-finally:
-    if _SET_SPIN_COUNT:
-        del os.environ["GOMP_SPINCOUNT"]
 
 
 def build_info():

@@ -174,17 +174,6 @@ def _packed_wins(dtype, g, pass_):
     return not (pass_ == "backward-data" and g.sw > 1)
 
 
-# Each thread of a packed product gets at least this many flops (~20 us of one core's
-# product; waking a thread of the pool costs several microseconds), so a small call, e.g.
-# batch-1 inference, runs on fewer threads or on the caller's alone.
-PACKED_MIN_FLOPS_PER_THREAD = 2 ** 20
-
-
-def _packed_threads(flops):
-    """The threads a packed pass of `flops` flops runs on: thread_count(), fewer for small work."""
-    return max(1, min(thread_count(), int(flops // max(PACKED_MIN_FLOPS_PER_THREAD, 1))))
-
-
 def _sum_in_order(partial):
     """partial[0] + partial[1] + ... in this order (the same sum on every run)."""
     total = partial[0]
@@ -333,8 +322,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
         _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
     elif method == "im2col" and _packed_wins(x.dtype, g, "forward"):
         bias = None if b is None else np.ascontiguousarray(b)
-        _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g),
-                        _packed_threads(2.0 * N * P * w.size))
+        _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g), thread_count())
         return y
     else:
         wmat = w.reshape(K, -1)
@@ -392,8 +380,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
         _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dx
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
-        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g),
-                              _packed_threads(2.0 * N * P * w.size))
+        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
         return dx
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
@@ -448,8 +435,7 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
         return dw, db
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
         # dC^T (K, C*kh*kw) = dY phi, one partial sum per thread, added in thread order
-        taps = shape[1] * g.kh * g.kw
-        partial = np.empty((_packed_threads(2.0 * N * P * K * taps), K, taps), dtype=dy.dtype)
+        partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
         _packed.backward_weights(dy, x, partial, _packed_window(g))
         return _sum_in_order(partial).reshape(shape), db
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)

@@ -29,9 +29,9 @@ def parallel_min_work():
     - OMP_WAIT_POLICY=PASSIVE (the user's choice): waking the threads for a
       parallel region costs what one thread needs to stream ~300,000 float32
       values, so threads from 2**20 elements;
-    - otherwise idle threads spin for a while (GOMP_SPINCOUNT: ours, 30,000, see
-      _check_build.py, or the user's), the second thread is awake, and threads win
-      from about 100,000 elements: from 2**16.
+    - otherwise idle threads spin for a while (libgomp's GOMP_SPINCOUNT, 300,000 by
+      default, or the user's), the second thread is awake, and threads win from about
+      100,000 elements: from 2**16.
     docs/performance.md has the kernel sweeps behind both figures.
     """
     passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
