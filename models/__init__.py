@@ -28,14 +28,15 @@ PRETRAINED = {
     ("lenet5", "mnist"): "lenet5_mnist.h5",
     ("lenet5", "fashion-mnist"): "lenet5_fashion_mnist.h5",
     ("vgg_small", "fashion-mnist"): "vgg_small_fashion_mnist.h5",
+    ("resnet_small", "fashion-mnist"): "resnet_small_fashion_mnist.h5",
 }
-_DEFAULT = {"lenet5": "mnist", "vgg_small": "fashion-mnist"}
+_DEFAULT = {"lenet5": "mnist", "vgg_small": "fashion-mnist", "resnet_small": "fashion-mnist"}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def weights_path(model, weights=True):
-    """Path of the shipped weight file of ``model`` ("lenet5" or "vgg_small").
+    """Path of the shipped weight file of ``model`` ("lenet5", "vgg_small" or "resnet_small").
 
     weights: True for the model's default dataset, or a dataset name
     ("mnist", "fashion-mnist"). A name without shipped weights is a ValueError;
@@ -128,13 +129,10 @@ def resnet_small(pretrained=False):
     (28x28, 14x14, 7x7; the first block of stages 2 and 3 has stride 2 and a 1x1 conv + BN
     projection shortcut); average pooling over the whole 7x7 map; linear 64->10.
 
-    pretrained: False or None (fresh weights). No trained weights are shipped for it
-    yet, so anything else is a ValueError that says how to train them.
+    pretrained: False or None (fresh weights) or True / "fashion-mnist" (trained on Fashion-MNIST).
     """
     if pretrained is not None and pretrained is not False:
-        raise ValueError(f"pretrained: no trained weights are shipped for resnet_small (got "
-                         f"{pretrained!r}); train them with examples/train_resnet_small.py --out FILE "
-                         f"(see docs/zoo.md) and read them with im2colnet.load_model(FILE)")
+        return _load("resnet_small", pretrained)
     layers = [Conv2d(1, 16, 3, padding=1, bias=False), BatchNorm2d(16), ReLU()]
     in_channels = 16
     for channels, stride in ((16, 1), (32, 2), (64, 2)):

@@ -231,7 +231,7 @@ def build_parser():
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"im2colnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    spec_help = "a model file (.h5) or a zoo model: lenet5, vgg_small, optionally :pretrained"
+    spec_help = "a model file (.h5) or a zoo model: lenet5, vgg_small, resnet_small, optionally :pretrained"
 
     p = sub.add_parser("train", help="train a model and save it",
                        description="Train a zoo model (or continue a saved one) with progress bars; "

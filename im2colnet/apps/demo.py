@@ -19,7 +19,8 @@ from .inputs import CommandError, data_root, load_dataset, zoo_model
 from .report import evaluate_model
 
 FASHION_PACKAGE = "dataset-fashion-mnist"
-PRETRAINED = (("lenet5", True), ("lenet5", "fashion-mnist"), ("vgg_small", True))
+PRETRAINED = (("lenet5", True), ("lenet5", "fashion-mnist"), ("vgg_small", True),
+              ("resnet_small", True))
 
 
 def _part(title, fn, out):

@@ -15,7 +15,7 @@ __all__ = ["CommandError", "MODEL_NAMES", "DATASETS", "CLASS_NAMES", "data_root"
            "read_image", "require"]
 
 
-MODEL_NAMES = ("lenet5", "vgg_small")
+MODEL_NAMES = ("lenet5", "vgg_small", "resnet_small")
 
 
 DATASETS = ("mnist", "fashion-mnist")
