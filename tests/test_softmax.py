@@ -148,3 +148,18 @@ def test_against_torch():
         assert abs(loss - lt.item()) < 1e-12
         np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(F.softmax_forward(x), torch.softmax(torch.from_numpy(x), 1).numpy(), rtol=1e-12)
+
+
+def test_softmax_backward_is_the_explicit_jacobian():
+    """F.softmax_backward(dy, p) = (diag(p) - p p^T) dy per sample, for images too; bad shapes refused."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 2, 2, 2))
+    dy = rng.standard_normal(x.shape)
+    p = F.softmax_forward(x)
+    dx = F.softmax_backward(dy, p)
+    for n in range(3):
+        pn = p[n].ravel()
+        jac = np.diag(pn) - np.outer(pn, pn)
+        np.testing.assert_allclose(dx[n].ravel(), jac @ dy[n].ravel(), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="does not match p's shape"):
+        F.softmax_backward(dy[:2], p)

@@ -12,7 +12,8 @@ from .pool import (maxpool2d_forward, maxpool2d_backward,
 from .activation import relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward
 from .linear import linear_forward, linear_backward_data, linear_backward_weights
 from .batchnorm import batchnorm_forward, batchnorm_backward
-from .softmax import softmax_forward, log_softmax_forward, log_softmax_backward, softmax_cross_entropy
+from .softmax import (softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward,
+                      softmax_cross_entropy)
 
 __all__ = [
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weights",
@@ -23,5 +24,5 @@ __all__ = [
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
     "linear_forward", "linear_backward_data", "linear_backward_weights",
     "batchnorm_forward", "batchnorm_backward",
-    "softmax_forward", "log_softmax_forward", "log_softmax_backward", "softmax_cross_entropy",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward", "softmax_cross_entropy",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._checks import as_float, as_labels, check_batch
 
-__all__ = ["softmax_forward", "log_softmax_forward", "log_softmax_backward",
+__all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
            "softmax_cross_entropy"]
 
 
@@ -39,6 +39,26 @@ def softmax_forward(x):
     return e.reshape(np.shape(x))
 
 
+def _matching(dy, saved, name):
+    """dy and the saved forward output (named `name`) as arrays of dy's dtype and one shape."""
+    dy = as_float(dy, "dy")
+    saved = as_float(saved, name, dtype=dy.dtype)
+    if dy.shape != saved.shape:
+        raise ValueError(f"dy: shape {dy.shape} does not match {name}'s shape {saved.shape}")
+    return dy, saved
+
+
+def softmax_backward(dy, p):
+    """dx = p * (dy - sum_k dy_k p_k) per sample: the Jacobian diag(p) - p p^T applied to dy.
+
+    dy, p: one shape (p from :func:`softmax_forward`) -> dx: that shape, dy's dtype.
+    """
+    dy, p = _matching(dy, p, "p")
+    dy2, p2 = _rows(dy), p.reshape(dy.shape[0], -1)
+    dx = p2 * (dy2 - np.sum(dy2 * p2, axis=1, keepdims=True))
+    return dx.reshape(dy.shape)
+
+
 def log_softmax_forward(x):
     """log p = (x - max) - log(sum(exp(x - max))) over all non-batch axes.
 
@@ -52,10 +72,7 @@ def log_softmax_backward(dy, logp):
 
     dy, logp: one shape (logp from :func:`log_softmax_forward`) -> dx: that shape, dy's dtype.
     """
-    dy = as_float(dy, "dy")
-    logp = as_float(logp, "logp", dtype=dy.dtype)
-    if dy.shape != logp.shape:
-        raise ValueError(f"dy: shape {dy.shape} does not match logp's shape {logp.shape}")
+    dy, logp = _matching(dy, logp, "logp")
     dy2, logp2 = _rows(dy), logp.reshape(dy.shape[0], -1)
     dx = dy2 - np.exp(logp2) * dy2.sum(axis=1, keepdims=True)
     return dx.reshape(dy.shape)

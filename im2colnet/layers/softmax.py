@@ -1,6 +1,4 @@
 """The Softmax and LogSoftmax layers (im2colnet.functional softmax ops)."""
-import numpy as np
-
 from .. import functional as F
 from .._checks import as_float
 from .base import Layer
@@ -11,8 +9,8 @@ __all__ = ["Softmax", "LogSoftmax"]
 class Softmax(Layer):
     """p = softmax over all non-batch axes (F.softmax_forward); (N, K) or (N, C, H, W).
 
-    backward: dx = p * (dy - sum_k dy_k p_k) per sample (the softmax Jacobian
-    diag(p) - p p^T applied to dy). For training a classifier, use
+    backward: dx = p * (dy - sum_k dy_k p_k) per sample (F.softmax_backward: the softmax
+    Jacobian diag(p) - p p^T applied to dy). For training a classifier, use
     CrossEntropyLoss on the scores instead: it fuses the softmax.
     """
 
@@ -27,10 +25,7 @@ class Softmax(Layer):
 
     def backward(self, dy, need_dx=True):
         p = self._saved(self._p)
-        dy = as_float(dy, "dy", dtype=p.dtype)
-        p2, dy2 = p.reshape(p.shape[0], -1), dy.reshape(p.shape[0], -1)
-        dx = p2 * (dy2 - np.sum(dy2 * p2, axis=1, keepdims=True))
-        return dx.reshape(p.shape)
+        return F.softmax_backward(as_float(dy, "dy", dtype=p.dtype), p)
 
 
 class LogSoftmax(Layer):

@@ -373,16 +373,29 @@ def _window(imp, node, shape, attrs, kernel):
 _WINDOW_ATTRS = {"kernel_shape": None, "strides": None, "pads": None, "auto_pad": "NOTSET"}
 
 
+def _conv_weights(imp, node, attrs, ok, what):
+    """(W, B or None, kernel size) of a Conv or ConvTranspose node: 4-D weights (and `ok`,
+    the caller's own condition) or a ValueError naming `what` is supported."""
+    w = imp.const(node, 1, "W (the weights)")
+    b = imp.const(node, 2, "B (the bias)", required=False)
+    if w.ndim != 4 or not ok:
+        _fail(node, f"only 2-D {what} are supported (weights of shape {w.shape})")
+    kernel = tuple(int(k) for k in w.shape[2:])
+    if attrs["kernel_shape"] is not None and tuple(attrs["kernel_shape"]) != kernel:
+        _fail(node, f"kernel_shape {attrs['kernel_shape']} disagrees with the weights' shape {w.shape}")
+    return w, b, kernel
+
+
+def _add_weighted(imp, node, layer, shape, w, b):
+    """imp.add of a layer whose parameters are the node's weight and optional bias."""
+    arrays = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return imp.add(node, layer, shape, **arrays)
+
+
 def _conv(imp, chain, i, shape):
     node = chain[i]
     attrs = _attrs(node, {**_WINDOW_ATTRS, "dilations": None, "group": 1})
-    w = imp.const(node, 1, "W (the weights)")
-    b = imp.const(node, 2, "B (the bias)", required=False)
-    if w.ndim != 4:
-        _fail(node, f"only 2-D convolutions are supported (weights of shape {w.shape})")
-    kernel = tuple(w.shape[2:])
-    if attrs["kernel_shape"] is not None and tuple(attrs["kernel_shape"]) != kernel:
-        _fail(node, f"kernel_shape {attrs['kernel_shape']} disagrees with the weights' shape {w.shape}")
+    w, b, kernel = _conv_weights(imp, node, attrs, ok=True, what="convolutions")
     stride, padding, dilation = _window(imp, node, shape, attrs, kernel)
     try:
         layer = Conv2d(int(w.shape[1]) * attrs["group"], int(w.shape[0]), _int_or_pair(*kernel),
@@ -390,8 +403,7 @@ def _conv(imp, chain, i, shape):
                        groups=attrs["group"])
     except ValueError as exc:
         _fail(node, str(exc))
-    arrays = {"weight": w} if b is None else {"weight": w, "bias": b}
-    return i + 1, imp.add(node, layer, shape, **arrays)
+    return i + 1, _add_weighted(imp, node, layer, shape, w, b)
 
 
 def _conv_transpose(imp, chain, i, shape):
@@ -401,14 +413,9 @@ def _conv_transpose(imp, chain, i, shape):
     if attrs["output_shape"] is not None or attrs["auto_pad"] not in ("NOTSET", "VALID"):
         _fail(node, f"output_shape / auto_pad={attrs['auto_pad']!r} are not supported (explicit "
                     f"pads and output_padding are)")
-    w = imp.const(node, 1, "W (the weights)")
-    b = imp.const(node, 2, "B (the bias)", required=False)
-    if w.ndim != 4 or len(shape) != 3:
-        _fail(node, f"only 2-D transposed convolutions of images are supported (weights of shape "
-                    f"{w.shape}, input per-sample shape {shape})")
-    kernel = tuple(int(k) for k in w.shape[2:])
-    if attrs["kernel_shape"] is not None and tuple(attrs["kernel_shape"]) != kernel:
-        _fail(node, f"kernel_shape {attrs['kernel_shape']} disagrees with the weights' shape {w.shape}")
+    w, b, kernel = _conv_weights(imp, node, attrs, ok=len(shape) == 3,
+                                 what=f"transposed convolutions of images (input per-sample shape "
+                                      f"{shape})")
     pt, pl, pb, pr = attrs["pads"] if attrs["auto_pad"] == "NOTSET" and attrs["pads"] else [0] * 4
     try:
         layer = ConvTranspose2d(
@@ -419,8 +426,7 @@ def _conv_transpose(imp, chain, i, shape):
             dilation=_int_or_pair(*(attrs["dilations"] or [1, 1])))
     except ValueError as exc:
         _fail(node, str(exc))
-    arrays = {"weight": w} if b is None else {"weight": w, "bias": b}
-    return i + 1, imp.add(node, layer, shape, **arrays)
+    return i + 1, _add_weighted(imp, node, layer, shape, w, b)
 
 
 def _pool(imp, chain, i, shape):
