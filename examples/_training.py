@@ -64,6 +64,9 @@ def parser(description, dataset_choices, defaults):
     p.add_argument("--checkpoint", default=None,
                    help="also write model + optimizer state here after every epoch")
     p.add_argument("--resume", default=None, help="continue from a --checkpoint file")
+    p.add_argument("--restart-lr", type=float, default=None,
+                   help="with --resume: a warm restart, a new cosine cycle from this learning rate "
+                        "down to 0 at --epochs (SGDR)")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
 
@@ -90,7 +93,14 @@ def train(args, build_model, model_name):
         recorded = {**meta["settings"], "epochs": args.epochs}
         if recorded != {**settings(args), "schedule": recorded["schedule"]}:
             sys.exit(f"--resume: {args.resume} was trained with {meta['settings']}, not {settings(args)}")
-        if args.epochs != meta["epochs"]:
+        if args.restart_lr is not None:
+            if args.epochs <= start_epoch:
+                sys.exit(f"--restart-lr: --epochs {args.epochs} must exceed the {start_epoch} done")
+            optimizer.base_lr = args.restart_lr
+            optimizer.schedule = CosineLR(T_max=args.epochs - start_epoch, start=start_epoch)
+            meta["settings"]["schedule"] += (f"; from epoch {start_epoch + 1} a warm restart: "
+                                             f"cosine from lr {args.restart_lr} to 0 at epoch {args.epochs}")
+        elif args.epochs != meta["epochs"]:
             # A run cut short (or extended) keeps its cosine decay ending at the new last epoch.
             optimizer.schedule = CosineLR(T_max=args.epochs)
             meta["settings"]["schedule"] += f"; from epoch {start_epoch + 1} cosine over {args.epochs}"

@@ -59,22 +59,25 @@ class StepLR(Schedule):
 
 
 class CosineLR(Schedule):
-    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi e / T_max)) / 2 for e <= T_max, then eta_min.
+    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi e / T_max)) / 2 with e = epoch - start,
+    clipped to [0, T_max]: base_lr until epoch start, then eta_min after T_max epochs.
 
     The closed form of torch's CosineAnnealingLR over its first half period; after
-    T_max epochs it stays at eta_min instead of rising again.
+    T_max epochs it stays at eta_min instead of rising again. start > 0 begins a new
+    cycle later in a run (a warm restart, Loshchilov & Hutter's SGDR).
     """
 
-    def __init__(self, T_max, eta_min=0.0):
+    def __init__(self, T_max, eta_min=0.0, start=0):
         self.T_max = check_int(T_max, "T_max", low=1)
         self.eta_min = check_number(eta_min, "eta_min", 0.0)
+        self.start = check_int(start, "start", low=0)
 
     def lr_at(self, base_lr, epoch):
-        e = min(epoch, self.T_max)
+        e = min(max(epoch - self.start, 0), self.T_max)
         return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2
 
     def get_config(self):
-        return {"T_max": self.T_max, "eta_min": self.eta_min}
+        return {"T_max": self.T_max, "eta_min": self.eta_min, "start": self.start}
 
 
 class LambdaLR(Schedule):

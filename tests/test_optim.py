@@ -202,6 +202,12 @@ def test_schedules_give_their_formulas():
     for e, expected in [(0, 1.0), (2, 0.6), (4, 0.2), (9, 0.2)]:
         opt.set_epoch(e)
         assert opt.lr == pytest.approx(expected, rel=1e-14, abs=1e-15)
+    opt = Adam(1.0, schedule=CosineLR(4, eta_min=0.2, start=3))   # a warm restart at epoch 3
+    for e, expected in [(0, 1.0), (3, 1.0), (5, 0.6), (7, 0.2), (20, 0.2)]:
+        opt.set_epoch(e)
+        assert opt.lr == pytest.approx(expected, rel=1e-14, abs=1e-15)
+    restored = Adam.from_config(opt.get_config())
+    assert restored.schedule.start == 3 and restored.set_epoch(5) == pytest.approx(0.6, rel=1e-14)
     opt = SGD(0.2, schedule=LambdaLR(lambda e: 1 / (1 + e)))
     opt.set_epoch(3)
     assert opt.lr == pytest.approx(0.05)
@@ -319,7 +325,8 @@ def test_registry_and_get_optimizer():
     (lambda: SGD(0.1, weight_decay=-1), "weight_decay"),
     (lambda: Adam(betas=(0.9, 1.0)), r"betas\[1\]"), (lambda: Adam(betas=0.9), "betas"),
     (lambda: Adam(eps=-1), "eps"), (lambda: StepLR(0), "step_size"),
-    (lambda: CosineLR(0), "T_max"), (lambda: SGD(0.1).set_epoch(-1), "epoch"),
+    (lambda: CosineLR(0), "T_max"), (lambda: CosineLR(3, start=-1), "start"),
+    (lambda: SGD(0.1).set_epoch(-1), "epoch"),
     (lambda: SGD(0.1, schedule=LambdaLR(lambda e: -1.0)).set_epoch(0), "LambdaLR"),
 ])
 def test_bad_hyperparameters(make, match):
