@@ -255,3 +255,32 @@ def test_kernel_data_gradient_on_every_case(level, case):
                               (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl), 2)
     close(dx, F.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), x.shape,
                                      method="direct", **opts), "backward-data")
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_data_gradient_as_forward_pass_on_every_case(level, case, monkeypatch):
+    """Conv_BF at stride 1 runs as the forward pass of dY with the kernel turned 180 degrees
+    and its channel axes swapped (functional.conv._adjoint_window): on every case (the
+    channel rule lowered so that it applies), against the Kronecker reference; a layer
+    with a stride above 1 keeps col2im."""
+    from im2colnet.functional import conv as conv_module
+    monkeypatch.setattr(conv_module, "DATA_AS_FORWARD_MIN_CHANNELS", 1)
+    routes = []
+    for name in ("forward", "backward_data"):
+        kernel = getattr(conv_module._packed, name)
+        monkeypatch.setattr(conv_module._packed, name,
+                            lambda *args, _k=kernel, _n=name: routes.append(_n) or _k(*args))
+    x, w, _ = (a.astype(np.float32) for a in make(case))
+    opts = options(case)
+    strides = np.broadcast_to(opts["stride"], 2)
+    dy = np.random.default_rng(3).standard_normal(
+        F.conv2d_forward(x, w, **opts).shape).astype(np.float32)
+    routes.clear()
+    dx = F.conv2d_backward_data(dy, w, x.shape, **opts)
+    dx_ref, _, _ = reference.conv2d_backward_kronecker(
+        dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **opts)
+    close(dx, dx_ref, "backward-data")
+    if (strides == 1).all():
+        assert routes == ["forward"]
+    else:
+        assert "forward" not in routes

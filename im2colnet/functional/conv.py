@@ -45,7 +45,10 @@ is packed straight from x one cache-sized panel at a time inside the product,
 never built for a whole sample, and a register-tiled micro-kernel writes Y^T into
 the NCHW output; the three passes split their work over our OpenMP threads. float64
 (and shapes where the packed kernel is slower, see _packed_wins) take the route
-above, im2col blocks + BLAS products, which ``method="blas"`` always takes.
+above, im2col blocks + BLAS products, which ``method="blas"`` always takes. Conv_BF of
+a stride-1 layer with few output channels runs as the forward pass of dY with the
+kernel turned 180 degrees (_adjoint_window), which the packed kernel does faster than
+its col2im (_data_as_forward).
 
 ``groups=G`` (grouped convolution; depthwise when G = C): the C input and K
 output channels split into G consecutive groups, and output group g sees only
@@ -79,6 +82,12 @@ METHODS = ("im2col", "blas", "direct")
 # A grouped layer with fewer input channels per kernel than this runs the direct loops
 # under method="im2col" (see _grouped_direct).
 DIRECT_GROUP_MAX_CHANNELS = 2
+
+# The packed data gradient of a stride-1 layer with C >= DATA_AS_FORWARD_MIN_CHANNELS
+# input channels and K <= min(2 C, DATA_AS_FORWARD_MAX_OUT_CHANNELS) output channels runs
+# as a forward pass (see _data_as_forward).
+DATA_AS_FORWARD_MIN_CHANNELS = 16
+DATA_AS_FORWARD_MAX_OUT_CHANNELS = 64
 
 
 class _Workspace(threading.local):
@@ -185,6 +194,26 @@ def _sum_in_order(partial):
 def _packed_window(g):
     """The geometry tuple of the packed kernel (kh, kw, sh, sw, dh, dw, pt, pl)."""
     return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+
+
+def _data_as_forward(g, channels, out_channels):
+    """Run the packed data gradient as a forward pass (_adjoint_window)?
+
+    Stride 1 only, and where that product is the faster one: the col2im route's product
+    has an inner dimension of only K and a scatter of C*kh*kw rows after it, the forward
+    pass's has C rows; so it wins for few output channels, not too many beside C
+    (benchmarks/data_gradient_ab.py, docs/performance.md).
+    """
+    return ((g.sh, g.sw) == (1, 1) and channels >= DATA_AS_FORWARD_MIN_CHANNELS
+            and out_channels <= min(2 * channels, DATA_AS_FORWARD_MAX_OUT_CHANNELS))
+
+
+def _adjoint_window(g):
+    """The window of Conv_BF at stride 1 as a correlation: with y[i] = sum_p x[i - pt + p dh] w[p],
+    dx[i] = sum_p dy[i - (dh (kh-1) - pt) + p dh] w[kh-1-p], i.e. the forward pass of dY with
+    the kernel turned 180 degrees and its two channel axes swapped, padded by dh (kh-1) - pt
+    (negative: a crop) at the top and dw (kw-1) - pl at the left; dx's shape sets the rest."""
+    return (g.kh, g.kw, 1, 1, g.dh, g.dw, g.dh * (g.kh - 1) - g.pt, g.dw * (g.kw - 1) - g.pl)
 
 
 def _window(g):
@@ -380,7 +409,12 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
         _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
         return dx
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
-        _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
+        if _data_as_forward(g, shape[1], K):
+            w_adjoint = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            _packed.forward(dy, w_adjoint.reshape(shape[1], -1), None, dx,
+                            _adjoint_window(g), thread_count())
+        else:
+            _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
         return dx
     wmat_t = w.reshape(K, -1).T
     flops = 2.0 * N * P * wmat_t.size
