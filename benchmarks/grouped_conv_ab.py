@@ -19,6 +19,7 @@ from im2colnet.runtime.threads import set_thread_count
 
 # name: (N, C = K, H = W, input channels per kernel), 3x3 kernels, padding 1
 SHAPES = {"depthwise 64ch 28x28": (64, 64, 28, 1), "depthwise 128ch 14x14": (64, 128, 14, 1),
+          "groups of 2, 64ch 28x28": (64, 64, 28, 2), "groups of 4, 64ch 28x28": (64, 64, 28, 4),
           "groups of 8, 16ch 14x14": (64, 16, 14, 8)}
 ROUTES = {"loops": 1 << 30, "per-group": 0}
 

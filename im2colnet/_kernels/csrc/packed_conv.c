@@ -312,9 +312,11 @@ static int64_t make_runs(const pg_geom *g, const pg_level *lv, const pg_block *b
             runs[count].jj = col - s * nr;
             runs[count].len = len;
             runs[count].src = (smp * b->cc * b->band_h + (i - b->i0) * g->sh) * b->wp + j * g->sw;
-            if (out_off)
+            if (out_off) {
+                const int64_t base = (b->n0 + smp) * planes * P + i * g->Wo + j;
                 for (int64_t u = 0; u < len; u++)
-                    out_off[col + u] = (b->n0 + smp) * planes * P + i * g->Wo + j + u;
+                    out_off[col + u] = base + u;
+            }
             count++;
             col += len;
         }
