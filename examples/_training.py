@@ -71,10 +71,9 @@ def parser(description, dataset_choices, defaults):
     return p
 
 
-def train(args, build_model, model_name):
-    """Train build_model() as args say; returns the final metadata."""
-    from im2colnet.optim import SGD, CosineLR
-    im2colnet.runtime.tune()   # this script owns its process: malloc and OpenBLAS settings for training
+def load_split(args):
+    """(x_train, y_train, x_val, y_val, x_test, y_test): args.validation training images (a
+    choice seeded by args.seed) held out as the validation set (None, None without)."""
     load = LOADERS[args.dataset]
     x_train, y_train = load(args.data, split="train")
     x_test, y_test = load(args.data, split="test")
@@ -85,6 +84,49 @@ def train(args, build_model, model_name):
         x_val, y_val, x_train, y_train = x_train[val], y_train[val], x_train[kept], y_train[kept]
     print(f"{args.dataset}: {len(x_train)} training, {args.validation} validation, "
           f"{len(x_test)} test images", flush=True)
+    return x_train, y_train, x_val, y_val, x_test, y_test
+
+
+def average_weights(models):
+    """The mean of the parameters of models of one architecture, loaded into the last one
+    (stochastic weight averaging, Izmailov et al. 2018). Buffers (batch-norm statistics)
+    stay the last model's: reestimate_batchnorm gives the averaged weights their own."""
+    states = [m.state_dict() for m in models]
+    mean = {key: (sum(state[key] for state in states) / len(states)).astype(value.dtype)
+            if key.endswith((".weight", ".bias")) else value for key, value in states[-1].items()}
+    models[-1].load_state_dict(mean)
+    return models[-1]
+
+
+def _batchnorm_layers(layers):
+    for layer in layers:
+        if "running_mean" in layer.buffers:
+            yield layer
+        yield from _batchnorm_layers(child for _, child in layer.children())
+
+
+def reestimate_batchnorm(model, x, batch_size=128):
+    """Set every batch-norm layer's running statistics to the mean of its batch statistics
+    over x in training mode (PyTorch's swa_utils.update_bn): averaged weights need their own."""
+    layers = list(_batchnorm_layers(model.layers))
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.buffers["running_mean"][...] = 0
+        layer.buffers["running_var"][...] = 1
+    for k, start in enumerate(range(0, len(x), batch_size)):
+        for layer in layers:
+            layer.momentum = 1.0 / (k + 1)    # running = the mean of the k + 1 batches so far
+        model.forward(x[start:start + batch_size], training=True)
+    for layer, momentum in zip(layers, saved):
+        layer.momentum = momentum
+    return model
+
+
+def train(args, build_model, model_name):
+    """Train build_model() as args say; returns the final metadata."""
+    from im2colnet.optim import SGD, CosineLR
+    im2colnet.runtime.tune()   # this script owns its process: malloc and OpenBLAS settings for training
+    x_train, y_train, x_val, y_val, x_test, y_test = load_split(args)
 
     if args.resume:
         model, optimizer = im2colnet.load_model(args.resume, with_optimizer=True)
