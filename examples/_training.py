@@ -126,6 +126,8 @@ def train(args, build_model, model_name):
     """Train build_model() as args say; returns the final metadata."""
     from im2colnet.optim import SGD, CosineLR
     im2colnet.runtime.tune()   # this script owns its process: malloc and OpenBLAS settings for training
+    if args.restart_lr is not None and not args.resume:
+        sys.exit("--restart-lr: a warm restart continues a run; give --resume too")
     x_train, y_train, x_val, y_val, x_test, y_test = load_split(args)
 
     if args.resume:

@@ -245,3 +245,12 @@ def test_training_script_writes_a_described_model_and_resumes(tmp_path):
     meta = im2colnet.load_model(out).metadata
     assert meta["epochs_done"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
     assert "from epoch 2 cosine over 2" in meta["settings"]["schedule"]
+    # A warm restart from the epoch-1 checkpoint: a new cosine cycle from --restart-lr.
+    run("--epochs", "3", "--resume", str(ckpt), "--restart-lr", "0.05", "--out", str(out))
+    meta = im2colnet.load_model(out).metadata
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+    assert [h["lr"] for h in meta["history"][1:]] == pytest.approx([0.05, 0.025])
+    assert "from epoch 2 a warm restart: cosine from lr 0.05 to 0 at epoch 3" in meta["settings"]["schedule"]
+    refused = subprocess.run(common + ["--epochs", "1", "--restart-lr", "0.05", "--out", str(out)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "give --resume too" in refused.stderr
