@@ -160,7 +160,8 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     shapes: ConvShape list; dtype: float32 or float64; budget: seconds of repeats
     per (shape, pass, method) after the warm-up (direct_budget for the direct
     loops, default budget); progress: callable(str) for status lines, or None.
-    PyTorch ("torch") is timed afterwards, in a process of its own.
+    PyTorch ("torch") is timed in a process of its own right after ours on each shape, so
+    that a slow minute of a shared machine does not fall on one side only.
     Each result: {"shape": {...}, "pass", "flops", "methods": {method: {...}},
     "ratios": {...}, "memory_mib": {"ours_workspace", "ours_peak", "numpy_peak",
     "full_cols"}}.
@@ -177,6 +178,7 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
         g = shape.geometry()
         full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
                      * np.dtype(dtype).itemsize / 2**20)
+        shape_results = []
         for pass_ in PASSES:
             if progress:
                 progress(f"{shape.name} {pass_}")
@@ -190,22 +192,23 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
                     memory[f"{method}_peak"] = peak
                     if method in ("ours", "blas"):
                         memory[f"{method}_workspace"] = workspace
-            results.append({"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
-                            "methods": timings, "memory_mib": memory})
-    if "torch" in methods:
-        if progress:
-            progress("PyTorch (in a child process)")
-        try:
-            answer = run_torch_peer({"kind": "layers", "shapes": [asdict(s) for s in shapes],
-                                     "dtype": np.dtype(dtype).name, "budget": budget,
-                                     "max_repeats": max_repeats, "seed": seed}, blas_threads())
-            theirs = answer["layers"]
-            for r in results:
-                r["torch_threads"] = answer["threads"]
-        except PeerUnavailable as exc:
-            theirs = {s.name: {p: {"error": str(exc)} for p in PASSES} for s in shapes}
-        for r in results:
-            r["methods"]["torch"] = theirs[r["shape"]["name"]][r["pass"]]
+            shape_results.append({"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
+                                  "methods": timings, "memory_mib": memory})
+        if "torch" in methods:
+            if progress:
+                progress(f"{shape.name}: PyTorch (in a child process)")
+            try:
+                answer = run_torch_peer({"kind": "layers", "shapes": [asdict(shape)],
+                                         "dtype": np.dtype(dtype).name, "budget": budget,
+                                         "max_repeats": max_repeats, "seed": seed}, blas_threads())
+                theirs = answer["layers"][shape.name]
+                for r in shape_results:
+                    r["torch_threads"] = answer["threads"]
+            except PeerUnavailable as exc:
+                theirs = {p: {"error": str(exc)} for p in PASSES}
+            for r in shape_results:
+                r["methods"]["torch"] = theirs[r["pass"]]
+        results += shape_results
     for r in results:
         r["methods"] = {m: r["methods"][m] for m in methods if m in r["methods"]}
         _set_ratios(r)
