@@ -345,11 +345,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
     g = conv_geometry(x.shape[2:], w.shape[2:], stride, padding, dilation, anchor)
     N, K, P = x.shape[0], w.shape[0], g.out_h * g.out_w
     b = None if b is None else _check_bias(b, K, x.dtype)
-    y = np.zeros((N, K, g.out_h, g.out_w), dtype=x.dtype) if method == "direct" else \
-        np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     if method == "direct":
-        _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
-    elif method == "im2col" and _packed_wins(x.dtype, g, "forward"):
+        return _direct_forward(x, w, b, g)
+    y = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    if method == "im2col" and _packed_wins(x.dtype, g, "forward"):
         bias = None if b is None else np.ascontiguousarray(b)
         _packed.forward(x, w.reshape(K, -1), bias, y, _packed_window(g), thread_count())
         return y
@@ -362,6 +361,34 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, anchor=None, m
     if b is not None:
         y += b.reshape(K, 1, 1)
     return y
+
+
+# The direct loops (method="direct", and thin groups under "im2col"): every group in one call.
+
+def _direct_forward(x, w, b, g, groups=1):
+    """Conv_F by the loops: y = b + conv(x, w)."""
+    y = np.zeros((x.shape[0], w.shape[0], g.out_h, g.out_w), dtype=x.dtype)
+    _direct.conv_forward(x, np.ascontiguousarray(w), y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl,
+                         groups=groups)
+    if b is not None:
+        y += b.reshape(-1, 1, 1)
+    return y
+
+
+def _direct_backward_data(dy, w, x_shape, g, groups=1):
+    """Conv_BF by the loops: dx of x_shape."""
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _direct.conv_backward_data(dy, np.ascontiguousarray(w), dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl,
+                               groups=groups)
+    return dx
+
+
+def _direct_backward_weights(dy, x, w_shape, g, groups=1):
+    """Conv_grad by the loops: dw of w_shape."""
+    dw = np.empty(w_shape, dtype=dy.dtype)
+    _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl,
+                                  groups=groups)
+    return dw
 
 
 def _forward_im2col(x, wmat, y3, g, per_sample=False):
@@ -404,10 +431,9 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     g = conv_geometry(shape[2:], w.shape[2:], stride, padding, dilation, anchor)
     N, K, P = shape[0], w.shape[0], g.out_h * g.out_w
     dy = _check_dy(dy, (N, K, g.out_h, g.out_w))
-    dx = np.empty(shape, dtype=dy.dtype)
     if method == "direct":
-        _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
-        return dx
+        return _direct_backward_data(dy, w, shape, g)
+    dx = np.empty(shape, dtype=dy.dtype)
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
         if _data_as_forward(g, shape[1], K):
             w_adjoint = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
@@ -464,9 +490,7 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
     dy = _check_dy(dy, (N, K, g.out_h, g.out_w))
     db = dy.sum(axis=(0, 2, 3))
     if method == "direct":
-        dw = np.empty(shape, dtype=dy.dtype)
-        _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
-        return dw, db
+        return _direct_backward_weights(dy, x, shape, g), db
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
         # dC^T (K, C*kh*kw) = dY phi, one partial sum per thread, added in thread order
         partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
@@ -541,13 +565,7 @@ def _grouped_forward(x, w, b, groups, method, **window):
     _check_group_split(groups, x.shape[1], w.shape[0], w.shape, f"x {x.shape}, w {w.shape}")
     b = None if b is None else _check_bias(b, w.shape[0], x.dtype)
     if _grouped_direct(groups, w.shape, method):
-        w = np.ascontiguousarray(w)
-        g = conv_geometry(x.shape[2:], w.shape[2:], **window)
-        y = np.zeros((x.shape[0], w.shape[0], g.out_h, g.out_w), dtype=x.dtype)
-        _direct.conv_forward(x, w, y, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, groups=groups)
-        if b is not None:
-            y += b.reshape(-1, 1, 1)
-        return y
+        return _direct_forward(x, w, b, conv_geometry(x.shape[2:], w.shape[2:], **window), groups)
     window["method"] = method
     return np.concatenate([
         conv2d_forward(x[:, cs], w[ks], None if b is None else b[ks], **window)
@@ -567,12 +585,9 @@ def _grouped_backward_data(dy, w, x_shape, groups, method, **window):
         raise ValueError(f"dy: expected shape ({shape[0]}, {w.shape[0]}, Ho, Wo) for x_shape "
                          f"{shape} and w {w.shape}, got {dy.shape}")
     if _grouped_direct(groups, w.shape, method):
-        w = np.ascontiguousarray(w)
         g = conv_geometry(shape[2:], w.shape[2:], **window)
         dy = _check_dy(dy, (shape[0], w.shape[0], g.out_h, g.out_w))
-        dx = np.empty(shape, dtype=dy.dtype)
-        _direct.conv_backward_data(dy, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, groups=groups)
-        return dx
+        return _direct_backward_data(dy, w, shape, g, groups)
     window["method"] = method
     part = (shape[0], shape[1] // groups) + shape[2:]
     return np.concatenate([conv2d_backward_data(dy[:, ks], w[ks], part, **window)
@@ -589,9 +604,7 @@ def _grouped_backward_weights(dy, x, w_shape, groups, method, **window):
     if _grouped_direct(groups, shape, method):
         g = conv_geometry(x.shape[2:], shape[2:], **window)
         dy = _check_dy(dy, (x.shape[0], shape[0], g.out_h, g.out_w))
-        dw = np.empty(shape, dtype=dy.dtype)
-        _direct.conv_backward_weights(dy, x, dw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, groups=groups)
-        return dw, dy.sum(axis=(0, 2, 3))
+        return _direct_backward_weights(dy, x, shape, g, groups), dy.sum(axis=(0, 2, 3))
     window["method"] = method
     part = (shape[0] // groups,) + shape[1:]
     grads = [conv2d_backward_weights(dy[:, ks], x[:, cs], part, **window)
