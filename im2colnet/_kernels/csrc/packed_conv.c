@@ -291,14 +291,14 @@ PACKING static void add_pad_inside(const pg_geom *g, const pg_block *b, const fl
 }
 
 /* One run of consecutive columns of an output row inside a sliver: sliver columns
- * [jj, jj + len) read pad[tap_off + src + u*sw]. */
-typedef struct { int64_t jj, len, src; } pg_run;
+ * [jj, jj + len) read pad[tap_off + src + u*sw] and are the pixels out + u of an NCHW
+ * array of K planes per sample (y, dY: out = n*K*P + i*Wo + j). */
+typedef struct { int64_t jj, len, src, out; } pg_run;
 
-/* The runs of every sliver (sliver s: runs[first[s] .. first[s+1])), and for each column
- * its offset in an NCHW output of `planes` planes per sample (n*planes*P + pixel).
- * Returns the number of runs. */
+/* The runs of every sliver (sliver s: runs[first[s] .. first[s+1])).  Returns the number
+ * of runs. */
 static int64_t make_runs(const pg_geom *g, const pg_level *lv, const pg_block *b,
-                         pg_run *runs, int64_t *first, int64_t *out_off, int64_t planes)
+                         pg_run *runs, int64_t *first)
 {
     const int64_t rows = b->i1 - b->i0, P = g->Ho * g->Wo, nr = lv->nr;
     int64_t count = 0;
@@ -312,11 +312,7 @@ static int64_t make_runs(const pg_geom *g, const pg_level *lv, const pg_block *b
             runs[count].jj = col - s * nr;
             runs[count].len = len;
             runs[count].src = (smp * b->cc * b->band_h + (i - b->i0) * g->sh) * b->wp + j * g->sw;
-            if (out_off) {
-                const int64_t base = (b->n0 + smp) * planes * P + i * g->Wo + j;
-                for (int64_t u = 0; u < len; u++)
-                    out_off[col + u] = base + u;
-            }
+            runs[count].out = (b->n0 + smp) * g->K * P + i * g->Wo + j;
             count++;
             col += len;
         }
@@ -337,7 +333,8 @@ static void make_taps(const pg_geom *g, const pg_block *b, int64_t t0, int64_t t
 }
 
 /* to[u] = from[u] for u < len: 8- and 4-float pieces, the last one overlapping the one
- * before it (so nothing outside the run is read or written), a scalar loop below 4. */
+ * before it (so nothing outside the run is read or written), single floats below 4
+ * (written out: a loop there becomes a call to memmove). */
 static inline void copy_run(float *restrict to, const float *restrict from, int64_t len)
 {
     if (len >= 8) {
@@ -348,8 +345,12 @@ static inline void copy_run(float *restrict to, const float *restrict from, int6
         memcpy(to, from, 4 * sizeof(float));
         memcpy(to + len - 4, from + len - 4, 4 * sizeof(float));
     } else {
-        for (int64_t u = 0; u < len; u++)
-            to[u] = from[u];
+        switch (len) {
+        case 3: to[2] = from[2]; /* fall through */
+        case 2: to[1] = from[1]; /* fall through */
+        case 1: to[0] = from[0]; /* fall through */
+        default: break;
+        }
     }
 }
 
@@ -429,17 +430,14 @@ PACKING static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_bl
 PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
                     const int64_t *first, const pg_run *runs, int64_t kp, float *Dp)
 {
-    const int64_t nr = lv->nr, P = g->Ho * g->Wo, rows = b->i1 - b->i0;
+    const int64_t nr = lv->nr, P = g->Ho * g->Wo;
     for (int64_t s = 0; s < b->nsl; s++) {
         float *sliver = Dp + s * kp * nr;
         const int64_t filled = min64(nr, b->ncols - s * nr);
         for (int64_t k = 0; k < g->K; k++) {
             float *dst = sliver + k * nr;
-            for (int64_t r = first[s]; r < first[s + 1]; r++) {
-                const int64_t col = s * nr + runs[r].jj;
-                const int64_t smp = col / (rows * g->Wo), pix = b->i0 * g->Wo + col % (rows * g->Wo);
-                copy_run(dst + runs[r].jj, dy + ((b->n0 + smp) * g->K + k) * P + pix, runs[r].len);
-            }
+            for (int64_t r = first[s]; r < first[s + 1]; r++)
+                copy_run(dst + runs[r].jj, dy + runs[r].out + k * P, runs[r].len);
             for (int64_t j = filled; j < nr; j++)
                 dst[j] = 0.0f;
         }
@@ -499,6 +497,25 @@ static int thread_total(void)
 
 /* ----------------------------------------------------------------- forward */
 
+/* y[out + (row r)*P + u] (+)= tile[r*nr + jj + u] for the runs [run, end) of a sliver and
+ * rows r < rows: consecutive runs of one sample (one block of y) are copied as one. */
+PACKING static void write_tile(const float *tile, int64_t nr, const pg_run *run, const pg_run *end,
+                       float *y, int64_t P, int64_t rows, int accumulate)
+{
+    while (run < end) {
+        const int64_t jj = run->jj, out = run->out;
+        int64_t len = run->len;
+        for (run++; run < end && run->out == out + len; run++)
+            len += run->len;
+        for (int64_t r = 0; r < rows; r++) {
+            if (accumulate)
+                add_run(y + out + r * P, tile + r * nr + jj, len);
+            else
+                copy_run(y + out + r * P, tile + r * nr + jj, len);
+        }
+    }
+}
+
 /* One block of the forward pass; 0, or -1 without scratch memory. */
 static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl, int64_t index,
                          const float *x, const float *Ap, const float *biasp, float *y, int64_t kc_max)
@@ -510,14 +527,13 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
     float *pad = scratch(S_PAD, (size_t)(b.nb * b.cc * b.band_h * b.wp) * sizeof(float));
     float *Bp = scratch(S_PANEL, (size_t)(b.nsl * kc_max * nr) * sizeof(float));
     pg_run *runs = scratch(S_RUNS, (size_t)(b.ncols + b.nsl) * sizeof(pg_run));
-    int64_t *first = scratch(S_COLS, (size_t)(b.nsl + 1 + b.ncols) * sizeof(int64_t));
+    int64_t *first = scratch(S_COLS, (size_t)(b.nsl + 1) * sizeof(int64_t));
     int64_t *tap_off = scratch(S_TAPS, (size_t)kc_max * sizeof(int64_t));
     if (!pad || !Bp || !runs || !first || !tap_off)
         return -1;
-    int64_t *out_off = first + b.nsl + 1;
     float tile[PG_MAX_MR * PG_MAX_NR];
     fill_pad(g, &b, x, 0, pad);
-    make_runs(g, lv, &b, runs, first, out_off, K);
+    make_runs(g, lv, &b, runs, first);
     for (int64_t t0 = 0; t0 < taps; t0 += kc_max) {
         const int64_t kc = min64(kc_max, taps - t0);
         const int accumulate = t0 > 0;
@@ -527,22 +543,18 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
         for (int64_t m0 = 0; m0 < K; m0 += mc)
         for (int64_t s = 0; s < b.nsl; s++) {
             const float *bs = Bp + s * kc * nr;
-            const int64_t col = s * nr, filled = min64(nr, b.ncols - col);
-            /* the sliver's columns are consecutive pixels of one sample: write in place */
-            const int in_place = filled == nr && out_off[col + nr - 1] - out_off[col] == nr - 1;
+            const pg_run *run = runs + first[s], *end = runs + first[s + 1], *last = end - 1;
+            /* the sliver's columns are nr consecutive pixels of one sample: write in place */
+            const int in_place = last->jj + last->len == nr && last->out + last->len - run->out == nr;
             for (int64_t m = m0; m < min64(K, m0 + mc); m += mr) {
                 const float *am = Ap + (m * taps + t0 * mr);
                 const float *bias = (biasp && !accumulate) ? biasp + m : NULL;
                 if (in_place && m + mr <= K) {
-                    lv->outer(kc, am, bs, y + out_off[col] + m * P, P, accumulate, bias);
+                    lv->outer(kc, am, bs, y + run->out + m * P, P, accumulate, bias);
                     continue;
                 }
                 lv->outer(kc, am, bs, tile, nr, 0, bias);
-                for (int64_t r = 0; r < mr && m + r < K; r++)
-                    for (int64_t j = 0; j < filled; j++) {
-                        float *dst = y + out_off[col + j] + (m + r) * P;
-                        *dst = (accumulate ? *dst : 0.0f) + tile[r * nr + j];
-                    }
+                write_tile(tile, nr, run, end, y + m * P, P, min64(mr, K - m), accumulate);
             }
         }
     }
@@ -598,7 +610,7 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
         return -1;
     float tile[PG_MAX_MR * PG_MAX_MR];
     fill_pad(g, &b, x, 0, pad);
-    make_runs(g, lv, &b, runs, first, NULL, K);
+    make_runs(g, lv, &b, runs, first);
     pack_dy(g, lv, &b, dy, first, runs, kp, Dp);
     for (int64_t t0 = 0; t0 < taps; t0 += kc_max) {
         const int64_t kc = min64(kc_max, taps - t0), kcp = round_up(kc, dn);
@@ -677,7 +689,7 @@ static int data_task(const pg_level *lv, const pg_geom *g, const pg_plan *pl, in
         if (!pad || !Cb || !Dp || !runs || !first || !tap_off)
             return -1;
         memset(pad, 0, pad_size * sizeof(float));
-        make_runs(g, lv, &b, runs, first, NULL, K);
+        make_runs(g, lv, &b, runs, first);
         pack_dy(g, lv, &b, dy, first, runs, K, Dp);
         for (int64_t t0 = t_first; t0 < t_hi; t0 += tc) {
             const int64_t t1 = min64(t_hi, t0 + tc);
