@@ -251,6 +251,42 @@ static pg_block get_block(const pg_geom *g, const pg_level *lv, const pg_plan *p
     return b;
 }
 
+/* to[u] = from[u] for u < len: 8- and 4-float pieces, the last one overlapping the one
+ * before it (so nothing outside the run is read or written), single floats below 4
+ * (written out: a loop there becomes a call to memmove). */
+static inline void copy_run(float *restrict to, const float *restrict from, int64_t len)
+{
+    if (len >= 8) {
+        for (int64_t u = 0; u + 8 < len; u += 8)
+            memcpy(to + u, from + u, 8 * sizeof(float));
+        memcpy(to + len - 8, from + len - 8, 8 * sizeof(float));
+    } else if (len >= 4) {
+        memcpy(to, from, 4 * sizeof(float));
+        memcpy(to + len - 4, from + len - 4, 4 * sizeof(float));
+    } else {
+        switch (len) {
+        case 3: to[2] = from[2]; /* fall through */
+        case 2: to[1] = from[1]; /* fall through */
+        case 1: to[0] = from[0]; /* fall through */
+        default: break;
+        }
+    }
+}
+
+/* to[u] += from[u] for u < len, in 8- and 4-float pieces. */
+static inline void add_run(float *restrict to, const float *restrict from, int64_t len)
+{
+    int64_t u = 0;
+    for (; u + 8 <= len; u += 8)
+        for (int v = 0; v < 8; v++)
+            to[u + v] += from[u + v];
+    for (; u + 4 <= len; u += 4)
+        for (int v = 0; v < 4; v++)
+            to[u + v] += from[u + v];
+    for (; u < len; u++)
+        to[u] += from[u];
+}
+
 /* pad[b][c][r][u] = x[n0+b, c0+c, r0+r, u-pl] inside the image, else 0. */
 PACKING static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_t c0, float *pad)
 {
@@ -265,9 +301,11 @@ PACKING static void fill_pad(const pg_geom *g, const pg_block *b, const float *x
                     memset(dst, 0, b->wp * sizeof(float));
                     continue;
                 }
-                memset(dst, 0, u_lo * sizeof(float));
-                memcpy(dst + u_lo, plane + ih * g->W + (u_lo - g->pl), (u_hi - u_lo) * sizeof(float));
-                memset(dst + u_hi, 0, (b->wp - u_hi) * sizeof(float));
+                for (int64_t u = 0; u < u_lo; u++)
+                    dst[u] = 0.0f;
+                copy_run(dst + u_lo, plane + ih * g->W + (u_lo - g->pl), u_hi - u_lo);
+                for (int64_t u = u_hi; u < b->wp; u++)
+                    dst[u] = 0.0f;
             }
         }
 }
@@ -330,42 +368,6 @@ static void make_taps(const pg_geom *g, const pg_block *b, int64_t t0, int64_t t
         const int64_t c = t / khw - c0, p = (t % khw) / g->kw, q = t % g->kw;
         tap_off[t - t0] = (c * b->band_h + p * g->dh) * b->wp + q * g->dw;
     }
-}
-
-/* to[u] = from[u] for u < len: 8- and 4-float pieces, the last one overlapping the one
- * before it (so nothing outside the run is read or written), single floats below 4
- * (written out: a loop there becomes a call to memmove). */
-static inline void copy_run(float *restrict to, const float *restrict from, int64_t len)
-{
-    if (len >= 8) {
-        for (int64_t u = 0; u + 8 < len; u += 8)
-            memcpy(to + u, from + u, 8 * sizeof(float));
-        memcpy(to + len - 8, from + len - 8, 8 * sizeof(float));
-    } else if (len >= 4) {
-        memcpy(to, from, 4 * sizeof(float));
-        memcpy(to + len - 4, from + len - 4, 4 * sizeof(float));
-    } else {
-        switch (len) {
-        case 3: to[2] = from[2]; /* fall through */
-        case 2: to[1] = from[1]; /* fall through */
-        case 1: to[0] = from[0]; /* fall through */
-        default: break;
-        }
-    }
-}
-
-/* to[u] += from[u] for u < len, in 8- and 4-float pieces. */
-static inline void add_run(float *restrict to, const float *restrict from, int64_t len)
-{
-    int64_t u = 0;
-    for (; u + 8 <= len; u += 8)
-        for (int v = 0; v < 8; v++)
-            to[u + v] += from[u + v];
-    for (; u + 4 <= len; u += 4)
-        for (int v = 0; v < 4; v++)
-            to[u + v] += from[u + v];
-    for (; u < len; u++)
-        to[u] += from[u];
 }
 
 /* Bp[s][t][NR] = phi^T[t0 + t, s*NR + jj] for t < kc, 0 for kc <= t < kcp and beyond
@@ -431,19 +433,20 @@ PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block
                     const int64_t *first, const pg_run *runs, int64_t kp, float *Dp)
 {
     const int64_t nr = lv->nr, P = g->Ho * g->Wo;
-    for (int64_t s = 0; s < b->nsl; s++) {
-        float *sliver = Dp + s * kp * nr;
-        const int64_t filled = min64(nr, b->ncols - s * nr);
-        for (int64_t k = 0; k < g->K; k++) {
-            float *dst = sliver + k * nr;
+    /* plane by plane: dY is read in order, one stream at a time */
+    for (int64_t k = 0; k < g->K; k++)
+        for (int64_t s = 0; s < b->nsl; s++) {
+            float *dst = Dp + (s * kp + k) * nr;
             for (int64_t r = first[s]; r < first[s + 1]; r++)
                 copy_run(dst + runs[r].jj, dy + runs[r].out + k * P, runs[r].len);
-            for (int64_t j = filled; j < nr; j++)
-                dst[j] = 0.0f;
         }
-        if (kp > g->K)
-            memset(sliver + g->K * nr, 0, (kp - g->K) * nr * sizeof(float));
-    }
+    const int64_t filled = b->ncols - (b->nsl - 1) * nr;   /* columns of the last sliver */
+    for (int64_t k = 0; k < g->K; k++)
+        for (int64_t j = filled; j < nr; j++)
+            Dp[((b->nsl - 1) * kp + k) * nr + j] = 0.0f;
+    if (kp > g->K)
+        for (int64_t s = 0; s < b->nsl; s++)
+            memset(Dp + (s * kp + g->K) * nr, 0, (kp - g->K) * nr * sizeof(float));
 }
 
 /* Ap[m][t][MR] = w[m*MR + r, t] (0 for rows >= K): the weights in MR-row panels. */
