@@ -84,10 +84,8 @@ METHODS = ("im2col", "blas", "direct")
 DIRECT_GROUP_MAX_CHANNELS = 2
 
 # The packed data gradient of a stride-1 layer with C >= DATA_AS_FORWARD_MIN_CHANNELS
-# input channels and K <= min(2 C, DATA_AS_FORWARD_MAX_OUT_CHANNELS) output channels runs
-# as a forward pass (see _data_as_forward).
-DATA_AS_FORWARD_MIN_CHANNELS = 16
-DATA_AS_FORWARD_MAX_OUT_CHANNELS = 64
+# input channels and K <= 2 C output channels runs as a forward pass (see _data_as_forward).
+DATA_AS_FORWARD_MIN_CHANNELS = 8
 
 
 class _Workspace(threading.local):
@@ -205,7 +203,7 @@ def _data_as_forward(g, channels, out_channels):
     (benchmarks/data_gradient_ab.py, docs/performance.md).
     """
     return ((g.sh, g.sw) == (1, 1) and channels >= DATA_AS_FORWARD_MIN_CHANNELS
-            and out_channels <= min(2 * channels, DATA_AS_FORWARD_MAX_OUT_CHANNELS))
+            and out_channels <= 2 * channels)
 
 
 def _adjoint_window(g):
