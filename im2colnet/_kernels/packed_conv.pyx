@@ -30,7 +30,7 @@ cdef extern from "packed_gemm.h" nogil:
     int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, const float *w,
                          float *dx, int threads)
     int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, const float *x,
-                            float *partial, int threads)
+                            float *partial, double *bias_partial, int threads)
 
 LEVELS = ("portable", "avx2", "avx512")   # index = the C driver's level number
 
@@ -122,15 +122,18 @@ def backward_data(const float[:, :, :, ::1] dy, const float[:, ::1] w, float[:, 
 
 
 def backward_weights(const float[:, :, :, ::1] dy, const float[:, :, :, ::1] x,
-                     float[:, :, ::1] partial, tuple window):
-    """partial[t] (K, C*kh*kw) = the weight gradient of the samples thread t took, for
-    partial.shape[0] threads (zero where a thread took none); the caller adds them."""
+                     float[:, :, ::1] partial, double[:, ::1] bias_partial, tuple window):
+    """partial[t] (K, C*kh*kw) = the weight gradient of the samples thread t took, and
+    bias_partial[t] (K) their bias gradient, for partial.shape[0] threads (zero where a thread
+    took none); the caller adds them."""
     cdef pg_geom g = _geometry(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dy.shape[1],
                                window, dy.shape[2], dy.shape[3])
     cdef const pg_level *lv = pg_level_by_index(_level)
     cdef int status, threads = partial.shape[0]
+    if bias_partial.shape[0] != threads or bias_partial.shape[1] != dy.shape[1]:
+        raise ValueError("bias_partial: expected shape (threads, K)")
     with nogil:
         status = pg_backward_weights(lv, &g, &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &partial[0, 0, 0],
-                                     threads)
+                                     &bias_partial[0, 0], threads)
     if status != 0:
         raise MemoryError("packed convolution: no memory for its panels")

@@ -486,14 +486,16 @@ def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, dilation=1, anc
     g = conv_geometry(x.shape[2:], shape[2:], stride, padding, dilation, anchor)
     N, P = x.shape[0], g.out_h * g.out_w
     dy = _check_dy(dy, (N, K, g.out_h, g.out_w))
+    if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
+        # dC^T (K, C*kh*kw) = dY phi and db, one partial sum per thread, added in thread order
+        partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
+        bias_partial = np.empty((thread_count(), K))
+        _packed.backward_weights(dy, x, partial, bias_partial, _packed_window(g))
+        return (_sum_in_order(partial).reshape(shape),
+                _sum_in_order(bias_partial).astype(dy.dtype))
     db = dy.sum(axis=(0, 2, 3))
     if method == "direct":
         return _direct_backward_weights(dy, x, shape, g), db
-    if method == "im2col" and _packed_wins(dy.dtype, g, "backward-weights"):
-        # dC^T (K, C*kh*kw) = dY phi, one partial sum per thread, added in thread order
-        partial = np.empty((thread_count(), K, shape[1] * g.kh * g.kw), dtype=dy.dtype)
-        _packed.backward_weights(dy, x, partial, _packed_window(g))
-        return _sum_in_order(partial).reshape(shape), db
     dC = np.empty((shape[1] * g.kh * g.kw, K), dtype=dy.dtype)
     flops = 2.0 * N * P * dC.size
     with gemm_threads(flops):

@@ -60,6 +60,7 @@ static int check(const pg_level *lv, const pg_geom *g, int threads)
     float *x = randoms(nx), *w = randoms(nw), *bias = randoms(g->K), *dy = randoms(ny);
     float *y = malloc(ny * sizeof(float)), *dx = malloc(nx * sizeof(float));
     float *part = malloc(threads * nw * sizeof(float));
+    double *bias_part = malloc(threads * g->K * sizeof(double)), *rdb = calloc(g->K, sizeof(double));
     double *ry = calloc(ny, sizeof(double)), *rdx = calloc(nx, sizeof(double));
     double *rdw = calloc(nw, sizeof(double));
     for (long n = 0; n < g->N; n++)
@@ -68,6 +69,7 @@ static int check(const pg_level *lv, const pg_geom *g, int threads)
                 for (long j = 0; j < g->Wo; j++) {
                     const long o = ((n * g->K + k) * g->Ho + i) * g->Wo + j;
                     ry[o] = bias[k];
+                    rdb[k] += dy[o];
                     for (long c = 0; c < g->C; c++)
                         for (long p = 0; p < g->kh; p++)
                             for (long q = 0; q < g->kw; q++) {
@@ -82,14 +84,21 @@ static int check(const pg_level *lv, const pg_geom *g, int threads)
                 }
     int bad = pg_forward(lv, g, x, w, bias, y, threads) != 0
            || pg_backward_data(lv, g, dy, w, dx, threads) != 0
-           || pg_backward_weights(lv, g, dy, x, part, threads) != 0;
-    for (int t = 1; t < threads; t++)
+           || pg_backward_weights(lv, g, dy, x, part, bias_part, threads) != 0;
+    float *db = malloc(g->K * sizeof(float));
+    for (int t = 1; t < threads; t++) {
         for (size_t i = 0; i < nw; i++)
             part[i] += part[t * nw + i];
+        for (long k = 0; k < g->K; k++)
+            bias_part[k] += bias_part[t * g->K + k];
+    }
+    for (long k = 0; k < g->K; k++)
+        db[k] = (float)bias_part[k];
     bad = bad || compare("forward", y, ry, ny, g) || compare("backward-data", dx, rdx, nx, g)
-              || compare("backward-weights", part, rdw, nw, g);
+              || compare("backward-weights", part, rdw, nw, g)
+              || compare("bias gradient", db, rdb, g->K, g);
     free(x); free(w); free(bias); free(dy); free(y); free(dx); free(part);
-    free(ry); free(rdx); free(rdw);
+    free(ry); free(rdx); free(rdw); free(bias_part); free(rdb); free(db);
     return bad;
 }
 

@@ -449,6 +449,28 @@ PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block
             memset(Dp + (s * kp + g->K) * nr, 0, (kp - g->K) * nr * sizeof(float));
 }
 
+/* bias[k] += the sum of dY's plane k over the block: the packed slivers added lane by lane
+ * (zeros beyond the block's columns), then the lanes in double. */
+PACKING static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kp,
+                                const float *Dp, double *bias)
+{
+    const int64_t nr = lv->nr;
+    float lanes[PG_MAX_NR];
+    for (int64_t k = 0; k < K; k++) {
+        for (int64_t j = 0; j < nr; j++)
+            lanes[j] = 0.0f;
+        for (int64_t s = 0; s < b->nsl; s++) {
+            const float *row = Dp + (s * kp + k) * nr;
+            for (int64_t j = 0; j < nr; j++)
+                lanes[j] += row[j];
+        }
+        double total = 0.0;
+        for (int64_t j = 0; j < nr; j++)
+            total += lanes[j];
+        bias[k] += total;
+    }
+}
+
 /* Ap[m][t][MR] = w[m*MR + r, t] (0 for rows >= K): the weights in MR-row panels. */
 static void pack_weights(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *Ap)
 {
@@ -597,7 +619,7 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 /* --------------------------------------------------------- weight gradient */
 
 static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl, int64_t index,
-                         const float *dy, const float *x, float *out, int64_t kc_max)
+                         const float *dy, const float *x, float *out, double *bias, int64_t kc_max)
 {
     const int64_t taps = g->C * g->kh * g->kw;
     const int64_t nr = lv->nr, dm = lv->dm, dn = lv->dn, K = g->K, kp = round_up(K, dm);
@@ -615,6 +637,8 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
     fill_pad(g, &b, x, 0, pad);
     make_runs(g, lv, &b, runs, first);
     pack_dy(g, lv, &b, dy, first, runs, kp, Dp);
+    if (bias)
+        add_dy_sums(lv, &b, K, kp, Dp, bias);
     for (int64_t t0 = 0; t0 < taps; t0 += kc_max) {
         const int64_t kc = min64(kc_max, taps - t0), kcp = round_up(kc, dn);
         make_taps(g, &b, t0, t0 + kc, 0, tap_off);
@@ -637,7 +661,7 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
 }
 
 int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, const float *x,
-                        float *partial, int threads)
+                        float *partial, double *bias_partial, int threads)
 {
     const int64_t taps = g->C * g->kh * g->kw;
     /* Short tap chunks and long blocks: each dot tile sums along many slivers before its
@@ -645,6 +669,8 @@ int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, c
     const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, lv->dn));
     const int64_t per_col = (round_up(kc_max, lv->dn) + round_up(g->K, lv->dm)) * (int64_t)sizeof(float);
     memset(partial, 0, (size_t)threads * g->K * taps * sizeof(float));
+    if (bias_partial)
+        memset(bias_partial, 0, (size_t)threads * g->K * sizeof(double));
     threads = usable_threads(threads);
     pg_plan pl = make_plan(g, max64(lv->nr, 3 * panel_bytes() / 2 / per_col), threads);
     int failed = 0;
@@ -654,8 +680,9 @@ int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, c
     {
         const int64_t tid = thread_index(), nth = thread_total();
         float *out = partial + tid * g->K * taps;
+        double *bias = bias_partial ? bias_partial + tid * g->K : NULL;
         for (int64_t i = pl.count * tid / nth; i < pl.count * (tid + 1) / nth; i++)
-            failed |= weights_block(lv, g, &pl, i, dy, x, out, kc_max) != 0;
+            failed |= weights_block(lv, g, &pl, i, dy, x, out, bias, kc_max) != 0;
     }
     return failed ? -1 : 0;
 }

@@ -60,10 +60,11 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 /* dx (N, C, H, W) = col2im(w^T dy). */
 int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, const float *w,
                       float *dx, int threads);
-/* partial[t] (K, CKK) = the sum of dy . phi over the samples thread t took (threads partials);
- * the caller adds them in order. */
+/* partial[t] (K, CKK) = the sum of dy . phi over the samples thread t took (threads partials),
+ * and bias_partial[t] (K) the sum of those samples' dy over the pixels (the bias gradient;
+ * may be NULL); the caller adds them in order. */
 int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, const float *x,
-                         float *partial, int threads);
+                         float *partial, double *bias_partial, int threads);
 
 /* Plan for these cache sizes (bytes; 0: the machine's), for tests. */
 void pg_set_cache_bytes(int64_t l1, int64_t l2);
