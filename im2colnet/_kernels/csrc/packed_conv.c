@@ -200,11 +200,13 @@ typedef struct {
 } pg_block;
 
 typedef struct {
-    int whole;        /* blocks of `group` whole samples, else bands of `rows` output rows */
+    int whole;        /* blocks of at most `group` whole samples, else bands of `rows` output rows */
     int64_t group, rows, bands, count;
 } pg_plan;
 
-/* Blocks of about `cols` columns, at least `min_blocks` of them where the batch allows. */
+/* Blocks of about `cols` columns, at least `min_blocks` of them where the batch allows.  Whole
+ * samples are spread evenly over a multiple of min_blocks blocks (64 samples in 6 blocks: 10 or
+ * 11 each), so that threads taking equal runs of blocks get equal work. */
 static pg_plan make_plan(const pg_geom *g, int64_t cols, int64_t min_blocks)
 {
     pg_plan pl;
@@ -216,7 +218,8 @@ static pg_plan make_plan(const pg_geom *g, int64_t cols, int64_t min_blocks)
         pl.group = min64(g->N, max64(1, cols / P));
         pl.rows = g->Ho;
         pl.bands = 1;
-        pl.count = (g->N + pl.group - 1) / pl.group;
+        pl.count = min64(g->N, round_up((g->N + pl.group - 1) / pl.group, min_blocks));
+        pl.group = (g->N + pl.count - 1) / pl.count;
     } else {
         pl.whole = 0;
         pl.group = 1;
@@ -232,8 +235,8 @@ static pg_block get_block(const pg_geom *g, const pg_level *lv, const pg_plan *p
 {
     pg_block b;
     if (pl->whole) {
-        b.n0 = index * pl->group;
-        b.nb = min64(pl->group, g->N - b.n0);
+        b.n0 = g->N * index / pl->count;
+        b.nb = g->N * (index + 1) / pl->count - b.n0;
         b.i0 = 0;
         b.i1 = g->Ho;
     } else {
