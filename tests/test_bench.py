@@ -3,12 +3,17 @@
 Timing is never pass/fail here: budgets are zero and shapes tiny.
 """
 import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 import im2colnet.functional as F
-from im2colnet.apps import _timing, bench, bench_peer
+from im2colnet import models as zoo
+from im2colnet.apps import _timing, bench, bench_peer, bench_runs
 from im2colnet import numpy_im2col as baseline
 
 # (x shape, w shape, stride, padding, dilation): square and non-square, strided, dilated, cropped.
@@ -115,6 +120,88 @@ def test_interleaved_timing_calls_each_function_warmup_plus_repeats():
         assert repeats == 3 and 0 <= minimum <= median
 
 
+def test_self_timed_entry_takes_its_turns_and_reports_its_own_seconds():
+    order, warmups = [], []
+
+    def ours():
+        order.append("a")
+
+    def theirs(warmup):
+        order.append("b")
+        warmups.append(warmup)
+        return 0.05   # as if timed elsewhere
+
+    result = _timing.time_interleaved({"a": ours, "b": _timing.SelfTimed(theirs)}, budget=0,
+                                      max_repeats=3)
+    turns = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+    assert turns == ["a", "b"] * 4   # warm-ups, then round by round
+    # Each turn passes between processes, so it opens with untimed calls: ours many (each
+    # is quick), theirs told how long.
+    assert order.count("a") > 4 and warmups == [0.0] + [_timing.HANDOFF_S] * 3
+    assert result["b"] == (0.05, 0.05, 3)
+    assert _timing.timed(_timing.SelfTimed(lambda warmup: 0.25)) == 0.25
+
+
+def test_timed_warmup_calls_before_the_timed_call():
+    calls = []
+    _timing.timed(lambda: calls.append(1), warmup=1e-9)
+    assert len(calls) == 2   # at least one untimed call, then the timed one
+
+
+class RecordingPeer:
+    """Stands in for bench_peer.TorchPeer: logs its calls; each takes `seconds`."""
+
+    def __init__(self, log, seconds):
+        self.log, self.time, self.threads = log, seconds, 3
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.log.append("closed")
+
+    def setup(self, id, request):
+        self.log.append(("setup", id, request.get("pass", request.get("call"))))
+
+    def seconds(self, id, warmup=0.0):
+        self.log.append(("torch", id, warmup))
+        return self.time
+
+
+def test_run_layers_takes_turns_with_the_torch_peer(monkeypatch):
+    log = []
+    monkeypatch.setattr(bench_runs, "TorchPeer", lambda threads: RecordingPeer(log, 0.002))
+    monkeypatch.setattr(bench_runs, "_method_calls", lambda method, shape, t, rng: {
+        p: (lambda p=p: log.append(("ours", p))) for p in bench.PASSES})
+    handoff = 1e-9   # each turn opens with just one untimed call
+    monkeypatch.setattr(_timing, "HANDOFF_S", handoff)
+    results = bench.run_layers([bench.parse_shape("1,1,5,5,1,3,3")], methods=("ours", "torch"),
+                               budget=0, max_repeats=3)
+    expected = []
+    for p in bench.PASSES:   # set-up; warm-ups; 3 rounds taking turns; our memory call
+        expected += ([("setup", p, p), ("ours", p), ("torch", p, 0.0)]
+                     + [("ours", p), ("ours", p), ("torch", p, handoff)] * 3 + [("ours", p)])
+    assert log == expected + ["closed"]   # one peer for the run
+    for r in results:
+        assert r["methods"]["torch"]["median_ms"] == pytest.approx(2.0)
+        assert r["methods"]["torch"]["repeats"] == 3 and r["torch_threads"] == 3
+        assert r["ratios"]["ours/torch"] == pytest.approx(r["methods"]["ours"]["median_ms"] / 2.0)
+
+
+def test_run_models_takes_turns_with_the_torch_peer(monkeypatch):
+    log = []
+    monkeypatch.setattr(bench_runs, "TorchPeer", lambda threads: RecordingPeer(log, 0.5))
+    [r] = bench.run_models(("lenet5",), budget=0, max_repeats=1, train_images=64)
+    assert log == [item for call in ("train", "infer", "latency") for item in [
+        ("setup", call, call), ("torch", call, 0.0), ("torch", call, _timing.HANDOFF_S)]] + ["closed"]
+    assert r["torch"]["train"]["images_per_s"] == pytest.approx(64 / 0.5)
+    assert r["torch"]["infer"]["images_per_s"] == pytest.approx(256 / 0.5)
+    assert r["torch"]["latency_ms"] == pytest.approx(500)
+    assert r["ratios"]["train ours/torch"] == pytest.approx(
+        r["ours"]["train"]["images_per_s"] / 128)
+    assert "lenet5" in bench.format_model_table([r])
+
+
 def test_run_layers_figures_are_consistent():
     shape = bench.parse_shape("2,3,8,8,4,3,3,1,1")
     methods = ("direct", "ours", "blas", "gemm", "numpy")
@@ -160,6 +247,16 @@ def test_unavailable_method_is_reported_not_fatal(monkeypatch):
     assert "n/a  torch: PyTorch is not installed" in text
 
 
+def test_unavailable_torch_leaves_the_models_their_figures(monkeypatch):
+    monkeypatch.setattr(bench_peer, "torch_version", lambda: None)
+    with pytest.raises(bench_peer.PeerUnavailable, match="^PyTorch is not installed$"):
+        bench_peer.TorchPeer().setup("x", {})
+    [r] = bench.run_models(("lenet5",), budget=0, max_repeats=1, train_images=64)
+    assert r["torch"] == {"error": "PyTorch is not installed"} and "ratios" not in r
+    assert r["ours"]["train"]["images_per_s"] > 0
+    assert "n/a  lenet5 torch: PyTorch is not installed" in bench.format_model_table([r])
+
+
 def test_repeats_fit_the_budget():
     assert _timing.repeats_for(0.01, budget=1.0, max_repeats=20) == 20
     assert _timing.repeats_for(0.01, budget=0.2, max_repeats=100) == 20
@@ -177,6 +274,64 @@ def test_torch_figures_come_from_a_child_process():
         assert r["methods"]["torch"]["median_ms"] > 0 and r["ratios"]["ours/torch"] > 0
         assert r["methods"]["torch"]["gflops"] == pytest.approx(
             r["flops"] / (r["methods"]["torch"]["median_ms"] * 1e-3) / 1e9)
+
+
+def test_torch_peer_serves_several_set_ups_in_one_process():
+    if bench.torch_version() is None:
+        pytest.skip("PyTorch is not installed")
+    shapes = [bench.parse_shape("2,2,6,6,3,3,3,2,1,1"), bench.parse_shape("1,4,7,5,4,3,1,1,1,1,2")]
+    with bench_peer.TorchPeer(threads=1) as peer:
+        for shape in shapes:
+            for p in bench.PASSES:
+                peer.setup(f"{shape.name} {p}", {"layer": asdict(shape), "pass": p,
+                                                 "dtype": "float32", "seed": 0})
+        for shape in shapes:
+            for p in bench.PASSES:
+                assert peer.seconds(f"{shape.name} {p}", warmup=0.001) > 0
+        peer.setup("latency", {"model": zoo.lenet5().get_config(), "call": "latency",
+                               "dtype": "float32", "train_images": 64, "seed": 0})
+        assert peer.seconds("latency") > 0
+        assert peer.threads == 1 and peer.version
+        # What PyTorch cannot set up is reported, and the process serves on.
+        with pytest.raises(bench_peer.PeerUnavailable, match="no PyTorch layer for Foo"):
+            peer.setup("foo", {"model": {"input_shape": [1, 4, 4], "layers": [{"type": "Foo"}]},
+                               "call": "infer", "dtype": "float32", "train_images": 64, "seed": 0})
+        with pytest.raises(bench_peer.PeerUnavailable, match="no set-up 'foo'"):
+            peer.seconds("foo")
+        assert peer.seconds("latency") > 0
+
+
+def test_torch_peer_reports_why_its_process_died():
+    if bench.torch_version() is None:
+        pytest.skip("PyTorch is not installed")
+    # 3 input channels, 2 groups: PyTorch raises, and the serving process ends.
+    bad = dict(name="bad", n=1, c=3, h=5, w=5, k=4, kh=3, kw=3, stride=1, padding=0, dilation=1,
+               groups=2)
+    with bench_peer.TorchPeer(threads=1) as peer:
+        for _ in range(2):   # and it stays unavailable
+            with pytest.raises(bench_peer.PeerUnavailable,
+                               match="^the PyTorch process failed: RuntimeError: "):
+                peer.setup("bad", {"layer": bad, "pass": "forward", "dtype": "float32", "seed": 0})
+
+
+def test_torch_peer_still_answers_one_request_at_once():
+    if bench.torch_version() is None:
+        pytest.skip("PyTorch is not installed")
+    script = os.path.join(os.path.dirname(bench.__file__), "_torch_peer.py")
+    requests = [
+        {"kind": "layers", "shapes": [asdict(bench.parse_shape("2,2,6,6,3,3,3"))]},
+        {"kind": "models", "models": [{"name": "lenet5", "config": zoo.lenet5().get_config()}],
+         "train_images": 64},
+    ]
+    answers = [json.loads(subprocess.run(
+        [sys.executable, script], input=json.dumps(dict(request, dtype="float32", budget=0,
+                                                        max_repeats=1, seed=0, threads=1)),
+        capture_output=True, text=True, check=True).stdout) for request in requests]
+    [layer] = answers[0]["layers"].values()
+    assert set(layer) == set(bench.PASSES) and all(t["median_ms"] > 0 for t in layer.values())
+    lenet5 = answers[1]["models"]["lenet5"]
+    assert lenet5["train"]["images_per_s"] > 0 and lenet5["latency_ms"] > 0
+    assert answers[0]["threads"] == answers[1]["threads"] == 1
 
 
 def test_torch_twin_is_the_same_network():

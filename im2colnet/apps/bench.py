@@ -9,11 +9,15 @@ it times, in one run and one process:
   blas    im2col blocks + NumPy's BLAS products (``method="blas"``)
   gemm    the BLAS product alone on matrices of the same shapes: the floor of ``blas``
   numpy   a plain-NumPy im2col (stride tricks + matmul, ``im2colnet.numpy_im2col``)
-  torch   PyTorch CPU, when it is installed (never a dependency)
+  torch   PyTorch CPU, when it is installed (never a dependency), in a process of its
+          own that times each of its calls
 
 Each figure is the median and the minimum over repeats after one warm-up call;
-the methods take turns, round by round, so a burst of load hits them alike;
-slow methods get fewer repeats (the number of repeats fits a time budget).
+the methods take turns, round by round (PyTorch too: a turn passing to or from
+its process opens with 20 ms of untimed calls, so neither side's idle threads
+still hold the cores), so a burst of load hits them alike; the direct loops,
+seconds per call, run after them as a block; slow methods get fewer repeats
+(the number of repeats fits a time budget).
 Ratios compare medians of the same run. Timings on a shared machine are noisy:
 compare ratios, not absolute times across runs. Memory: the im2col workspace
 our call holds (``functional.conv.workspace_bytes``, measured in a fresh thread),
@@ -26,7 +30,8 @@ The header gives the machine's measured one-core peak: the better of our micro-k
 against it.
 
 Whole models (LeNet-5, VGG-small): training images/s at batch 64, inference
-images/s at batch 256 and batch-1 latency, next to the same network in PyTorch.
+images/s at batch 256 and batch-1 latency, next to the same network in PyTorch,
+each call taking turns with PyTorch's round by round.
 
 Use from Python: ``run_layers(shapes, ...)`` / ``run_models(...)`` return plain
 dicts (what ``--json`` writes); ``format_layer_table`` / ``format_model_table``

@@ -1,5 +1,8 @@
 """The measurements: every pass of each layer shape by each method (run_layers), and whole
-models' training and inference speed (run_models); plain dicts out."""
+models' training and inference speed (run_models); plain dicts out. PyTorch's calls take
+their turns among ours, from a child process (bench_peer.TorchPeer)."""
+import contextlib
+import functools
 import threading
 import tracemalloc
 from dataclasses import asdict
@@ -14,9 +17,9 @@ from ..losses import CrossEntropyLoss
 from ..optim import SGD
 from ..runtime.blas import gemm_threads
 from ..runtime.gemm import matmul
-from ._timing import images_per_second, time_calls, time_interleaved, timed, timing_dict
+from ._timing import SelfTimed, model_figures, time_interleaved, timed, timing_dict
 from .bench_machine import blas_threads
-from .bench_peer import PeerUnavailable, run_torch_peer
+from .bench_peer import PeerUnavailable, TorchPeer
 
 __all__ = ["METHODS", "PASSES", "run_layers", "run_models"]
 
@@ -107,7 +110,7 @@ def _gemm_calls(shape, t, rng):
 
 
 def _method_calls(method, shape, t, rng):
-    """{pass: fn} of one of our methods (torch runs in a process of its own); None where the
+    """{pass: fn} of one of our methods (torch's are set up in its own process); None where the
     method cannot run the shape (the plain-NumPy im2col has no groups)."""
     if method == "direct":
         return _conv_calls(F, shape, t, method="direct")
@@ -142,6 +145,24 @@ def _time_pass(fns, flops, budget, direct_budget, max_repeats):
     return timings
 
 
+def _peer_for_run(wanted):
+    """One PyTorch process for a whole run (closed at its end), or None when not wanted."""
+    return TorchPeer(blas_threads()) if wanted else contextlib.nullcontext()
+
+
+def _with_torch(time_fns, fns, peer, id, request):
+    """time_fns(fns), PyTorch's call (request, set up in the peer under id) taking its turns
+    among fns as "torch". When the peer is unavailable or fails meanwhile, time_fns(fns)
+    alone, and "torch": {"error": reason}. No peer: time_fns(fns)."""
+    if peer is None:
+        return time_fns(fns)
+    try:
+        peer.setup(id, request)
+        return time_fns(dict(fns, torch=SelfTimed(functools.partial(peer.seconds, id))))
+    except PeerUnavailable as exc:
+        return dict(time_fns(fns), torch={"error": str(exc)})
+
+
 def _set_ratios(result):
     med = {m: t.get("median_ms") for m, t in result["methods"].items()}
     result["ratios"] = {
@@ -160,8 +181,9 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     shapes: ConvShape list; dtype: float32 or float64; budget: seconds of repeats
     per (shape, pass, method) after the warm-up (direct_budget for the direct
     loops, default budget); progress: callable(str) for status lines, or None.
-    PyTorch ("torch") is timed in a process of its own right after ours on each shape, so
-    that a slow minute of a shared machine does not fall on one side only.
+    PyTorch ("torch") runs in a process of its own, started once for the run; its calls
+    take their turns with ours round by round (timed in that process), so that a slow
+    minute of a shared machine does not fall on one side only.
     Each result: {"shape": {...}, "pass", "flops", "methods": {method: {...}},
     "ratios": {...}, "memory_mib": {"ours_workspace", "ours_peak", "numpy_peak",
     "full_cols"}}.
@@ -170,67 +192,91 @@ def run_layers(shapes, dtype=np.float32, methods=METHODS, budget=1.0, max_repeat
     rng = np.random.default_rng(seed)
     ours_methods = [m for m in methods if m != "torch"]
     results = []
-    for shape in shapes:
-        tensors = _layer_inputs(shape, dtype, rng)
-        calls = {m: _method_calls(m, shape, tensors, rng) for m in ours_methods}
-        missing = [m for m, fns in calls.items() if fns is None]
-        calls = {m: fns for m, fns in calls.items() if fns is not None}
-        g = shape.geometry()
-        full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
-                     * np.dtype(dtype).itemsize / 2**20)
-        shape_results = []
-        for pass_ in PASSES:
-            if progress:
-                progress(f"{shape.name} {pass_}")
-            timings = _time_pass({m: fns[pass_] for m, fns in calls.items()}, shape.flops(),
-                                 budget, direct_budget, max_repeats)
-            timings.update({m: {"error": f"{m} has no grouped convolution"} for m in missing})
-            memory = {"full_cols": full_cols}
-            for method in ("ours", "blas", "numpy"):
-                if "median_ms" in timings.get(method, {}):
-                    workspace, peak = _memory_of_call(calls[method][pass_])
-                    memory[f"{method}_peak"] = peak
-                    if method in ("ours", "blas"):
-                        memory[f"{method}_workspace"] = workspace
-            shape_results.append({"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
-                                  "methods": timings, "memory_mib": memory})
-        if "torch" in methods:
-            if progress:
-                progress(f"{shape.name}: PyTorch (in a child process)")
-            try:
-                answer = run_torch_peer({"kind": "layers", "shapes": [asdict(shape)],
-                                         "dtype": np.dtype(dtype).name, "budget": budget,
-                                         "max_repeats": max_repeats, "seed": seed}, blas_threads())
-                theirs = answer["layers"][shape.name]
-                for r in shape_results:
-                    r["torch_threads"] = answer["threads"]
-            except PeerUnavailable as exc:
-                theirs = {p: {"error": str(exc)} for p in PASSES}
-            for r in shape_results:
-                r["methods"]["torch"] = theirs[r["pass"]]
-        results += shape_results
+    with _peer_for_run("torch" in methods) as peer:
+        for shape in shapes:
+            tensors = _layer_inputs(shape, dtype, rng)
+            calls = {m: _method_calls(m, shape, tensors, rng) for m in ours_methods}
+            missing = [m for m, fns in calls.items() if fns is None]
+            calls = {m: fns for m, fns in calls.items() if fns is not None}
+            g = shape.geometry()
+            full_cols = (shape.n * g.out_h * g.out_w * shape.c * shape.kh * shape.kw
+                         * np.dtype(dtype).itemsize / 2**20)
+            for pass_ in PASSES:
+                if progress:
+                    progress(f"{shape.name} {pass_}")
+                timings = _with_torch(
+                    lambda fns: _time_pass(fns, shape.flops(), budget, direct_budget, max_repeats),
+                    {m: fns[pass_] for m, fns in calls.items()}, peer, pass_,
+                    {"layer": asdict(shape), "pass": pass_, "dtype": np.dtype(dtype).name,
+                     "seed": seed})
+                timings.update({m: {"error": f"{m} has no grouped convolution"} for m in missing})
+                memory = {"full_cols": full_cols}
+                for method in ("ours", "blas", "numpy"):
+                    if "median_ms" in timings.get(method, {}):
+                        workspace, peak = _memory_of_call(calls[method][pass_])
+                        memory[f"{method}_peak"] = peak
+                        if method in ("ours", "blas"):
+                            memory[f"{method}_workspace"] = workspace
+                result = {"shape": asdict(shape), "pass": pass_, "flops": shape.flops(),
+                          "methods": timings, "memory_mib": memory}
+                if "median_ms" in timings.get("torch", {}):
+                    result["torch_threads"] = peer.threads
+                results.append(result)
     for r in results:
         r["methods"] = {m: r["methods"][m] for m in methods if m in r["methods"]}
         _set_ratios(r)
     return results
 
 
-def _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats):
-    """Training images/s (SGD momentum, batch 64, through Sequential.fit), inference
-    images/s (batch 256), batch-1 latency (ms)."""
-    optimizer, loss_fn, batch = SGD(0.01, momentum=0.9), CrossEntropyLoss(), 64
+def _model_calls(model, x_train, y_train, x_infer):
+    """{"train", "infer", "latency"}: one call each of our model. train: an epoch of SGD
+    with momentum at batch 64 through Sequential.fit; infer: the batch x_infer; latency:
+    one image."""
+    optimizer, loss_fn = SGD(0.01, momentum=0.9), CrossEntropyLoss()
 
     def train():
-        model.fit(x_train, y_train, epochs=1, batch_size=batch, optimizer=optimizer,
+        model.fit(x_train, y_train, epochs=1, batch_size=64, optimizer=optimizer,
                   loss=loss_fn, verbose=0, seed=0)
 
-    return {
-        "train": images_per_second(time_calls(train, budget, max_repeats), x_train.shape[0]),
-        "infer": images_per_second(time_calls(lambda: model.predict(x_infer, batch_size=256),
-                                              budget, max_repeats), x_infer.shape[0]),
-        "latency_ms": time_calls(lambda: model.predict(x_infer[:1], batch_size=1),
-                                 budget, max_repeats)[0] * 1e3,
+    return {"train": train,
+            "infer": lambda: model.predict(x_infer, batch_size=x_infer.shape[0]),
+            "latency": lambda: model.predict(x_infer[:1], batch_size=1)}
+
+
+def _model_entry(name, peer, dtype, budget, max_repeats, train_images, seed, rng):
+    """One model's result of run_models; PyTorch's figures when peer is not None."""
+    model = getattr(zoo, name)()
+    in_shape = tuple(model.input_shape)
+    x_train = rng.random((train_images,) + in_shape).astype(dtype)
+    model.build(in_shape).reset_parameters(seed)
+    model.astype(dtype)
+    classes = model.predict(x_train[:1]).shape[1]
+    y_train = rng.integers(0, classes, train_images)
+    x_infer = rng.random((256,) + in_shape).astype(dtype)
+    request = {"model": model.get_config(), "dtype": np.dtype(dtype).name,
+               "train_images": train_images, "seed": seed}
+    seconds = {}   # {side: {call: (median s, min s, repeats), or {"error"} for torch}}
+    for call, fn in _model_calls(model, x_train, y_train, x_infer).items():
+        measured = _with_torch(lambda fns: time_interleaved(fns, budget, max_repeats),
+                               {"ours": fn}, peer, call, dict(request, call=call))
+        for side, timing in measured.items():
+            seconds.setdefault(side, {})[call] = timing
+    entry = {"model": name, "input_shape": list(in_shape),
+             "ours": model_figures(seconds["ours"], train_images, x_infer.shape[0])}
+    if "torch" not in seconds:
+        return entry
+    errors = [t for t in seconds["torch"].values() if isinstance(t, dict)]
+    if errors:
+        entry["torch"] = errors[0]
+        return entry
+    entry["torch"] = t = model_figures(seconds["torch"], train_images, x_infer.shape[0])
+    ours = entry["ours"]
+    entry["ratios"] = {
+        "train ours/torch": ours["train"]["images_per_s"] / t["train"]["images_per_s"],
+        "infer ours/torch": ours["infer"]["images_per_s"] / t["infer"]["images_per_s"],
+        "latency torch/ours": t["latency_ms"] / ours["latency_ms"],
     }
+    return entry
 
 
 def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_repeats=5,
@@ -240,46 +286,18 @@ def run_models(names=("lenet5", "vgg_small"), dtype=np.float32, budget=2.0, max_
     Training: SGD with momentum, batch 64, over train_images random images (a
     multiple of 64); inference: one batch of 256; latency: one image. Random
     data: this measures speed only. PyTorch runs the same architecture (built
-    from the model's config) in a process of its own.
+    from the model's config) in a process of its own, started once for the run;
+    its training, inference and latency calls take turns with ours, round by round.
     """
     rng = np.random.default_rng(seed)
     train_images = max(64, train_images // 64 * 64)
-    results, configs = [], []
-    for name in names:
-        if progress:
-            progress(f"model {name}")
-        if name not in ("lenet5", "vgg_small"):
-            raise ValueError(f"names: no zoo model {name!r}; choose from lenet5, vgg_small")
-        model = getattr(zoo, name)()
-        in_shape = tuple(model.input_shape)
-        x_train = rng.random((train_images,) + in_shape).astype(dtype)
-        model.build(in_shape).reset_parameters(seed)
-        model.astype(dtype)
-        classes = model.predict(x_train[:1]).shape[1]
-        y_train = rng.integers(0, classes, train_images)
-        x_infer = rng.random((256,) + in_shape).astype(dtype)
-        results.append({"model": name, "input_shape": list(in_shape),
-                        "ours": _bench_ours(model, x_train, y_train, x_infer, budget, max_repeats)})
-        configs.append({"name": name, "config": model.get_config()})
-    if with_torch and configs:
-        if progress:
-            progress("PyTorch models (in a child process)")
-        try:
-            theirs = run_torch_peer({"kind": "models", "models": configs,
-                                     "dtype": np.dtype(dtype).name, "budget": budget,
-                                     "max_repeats": max_repeats, "seed": seed,
-                                     "train_images": train_images}, blas_threads())["models"]
-        except PeerUnavailable as exc:
-            theirs = {c["name"]: {"error": str(exc)} for c in configs}
-        for entry in results:
-            if "ours" not in entry:
-                continue
-            entry["torch"] = t = theirs[entry["model"]]
-            ours = entry["ours"]
-            if "train" in t:
-                entry["ratios"] = {
-                    "train ours/torch": ours["train"]["images_per_s"] / t["train"]["images_per_s"],
-                    "infer ours/torch": ours["infer"]["images_per_s"] / t["infer"]["images_per_s"],
-                    "latency torch/ours": t["latency_ms"] / ours["latency_ms"],
-                }
+    results = []
+    with _peer_for_run(with_torch) as peer:
+        for name in names:
+            if progress:
+                progress(f"model {name}")
+            if name not in ("lenet5", "vgg_small"):
+                raise ValueError(f"names: no zoo model {name!r}; choose from lenet5, vgg_small")
+            results.append(_model_entry(name, peer, dtype, budget, max_repeats, train_images,
+                                        seed, rng))
     return results
