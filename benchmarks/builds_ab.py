@@ -1,0 +1,80 @@
+"""Two builds of im2colnet on the same convolution passes, taking turns process by process.
+
+    python benchmarks/builds_ab.py OLD_DIR NEW_DIR [--threads 2] [--rounds 6] vgg-7:forward ...
+
+OLD_DIR and NEW_DIR are source folders built in place (`python setup.py build_ext --inplace`),
+put first on PYTHONPATH of each child. Each case is SHAPE:PASS, SHAPE a name of
+`im2colnet bench` or N,C,H,W,K,kh,kw[,stride,pad,dil] and PASS one of forward,
+backward-data, backward-weights. Every round runs each case once per build (a child that
+loops the pass for --seconds after one warm-up call), the order of the two builds swapped
+from round to round, so that a slow minute of a shared machine falls on both; the table
+gives the medians of the rounds' GFLOP/s and their ratio.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def child(case, threads, seconds):
+    """Loop one pass in this process (the build on sys.path); print its GFLOP/s."""
+    import numpy as np
+
+    import im2colnet.functional as F
+    from im2colnet.apps.bench_shapes import SHAPES, parse_shape
+    from im2colnet.runtime.threads import set_thread_count
+
+    name, pass_ = case.rsplit(":", 1)
+    shape = SHAPES[name] if name in SHAPES else parse_shape(name)
+    set_thread_count(threads)
+    g, rng = shape.geometry(), np.random.default_rng(0)
+    x = rng.standard_normal((shape.n, shape.c, shape.h, shape.w)).astype(np.float32)
+    w = rng.standard_normal((shape.k, shape.c, shape.kh, shape.kw)).astype(np.float32)
+    b = rng.standard_normal(shape.k).astype(np.float32)
+    dy = rng.standard_normal((shape.n, shape.k, g.out_h, g.out_w)).astype(np.float32)
+    geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
+    fn = {"forward": lambda: F.conv2d_forward(x, w, b, **geo),
+          "backward-data": lambda: F.conv2d_backward_data(dy, w, x.shape, **geo),
+          "backward-weights": lambda: F.conv2d_backward_weights(dy, x, w.shape, **geo)}[pass_]
+    fn()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    print(shape.flops() * calls / (time.perf_counter() - start) / 1e9)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("cases", nargs="+", help="SHAPE:PASS")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one child's loop")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.cases[0], args.threads, args.seconds)
+    builds = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
+    rates = {(case, b): [] for case in args.cases for b in builds}
+    for round_ in range(args.rounds):
+        for case in args.cases:
+            for label in (("old", "new") if round_ % 2 == 0 else ("new", "old")):
+                env = dict(os.environ, PYTHONPATH=builds[label])
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "x", "x", case, "--child",
+                     "--threads", str(args.threads), "--seconds", str(args.seconds)],
+                    env=env, cwd=os.path.dirname(builds[label]), capture_output=True,
+                    text=True, check=True)
+                rates[(case, label)].append(float(out.stdout.split()[-1]))
+    print(f"{args.threads} thread(s), medians of {args.rounds} rounds, GFLOP/s")
+    for case in args.cases:
+        old, new = (statistics.median(rates[(case, b)]) for b in ("old", "new"))
+        print(f"{case:36s} old {old:7.1f}  new {new:7.1f}  new/old {new / old:5.3f}")
+
+
+if __name__ == "__main__":
+    main()
