@@ -215,7 +215,7 @@ static pg_plan make_plan(const pg_geom *g, int64_t cols, int64_t min_blocks)
         cols = min64(cols, max64(1, (g->N * P + min_blocks - 1) / min_blocks));
     if (P <= cols) {
         pl.whole = 1;
-        pl.group = min64(g->N, max64(1, cols / P));
+        pl.group = min64(g->N, max64(1, (cols + P / 2) / P));   /* the nearest whole count */
         pl.rows = g->Ho;
         pl.bands = 1;
         pl.count = min64(g->N, round_up((g->N + pl.group - 1) / pl.group, min_blocks));
