@@ -1,11 +1,13 @@
 # cython: language_level=3
 """Spatial batch normalisation over (N, C, L) arrays (L = H*W): statistics per channel c
-over (n, l), one ``prange`` task per channel.
+over (n, l), one ``prange`` task per sample.
 
 NumPy's expressions for the same formulas pass over the activations about 14
 times in the forward and 16 times in the backward (one pass per ufunc and
-reduction); these loops pass three and two times, and run the channels on
+reduction); these loops pass three and two times, and run the samples on
 both cores when ``parallel`` (the wrappers decide: im2colnet.runtime.threads.threads_worth).
+Each thread reads whole samples, in memory order; the per-sample sums are added in
+sample order afterwards, so the result does not depend on the thread count.
 Sums accumulate in double whatever the input dtype; the element-wise steps
 run in the input's precision, as NumPy's did.
 
@@ -23,6 +25,8 @@ through :mod:`im2colnet.functional.batchnorm`, which validates first.
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from .window cimport floating
+
+import numpy as np
 
 
 cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:
@@ -100,27 +104,35 @@ def forward(const floating[:, :, ::1] x, const floating[::1] gamma, const floati
     variance) and written, else they are read (the running statistics). inv_std (C,) out."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef Py_ssize_t c, n
-    cdef double total, m, s, g, b
-    for c in prange(C, nogil=True, schedule="static", use_threads_if=parallel and C > 1):
-        if training:
+    cdef double total
+    cdef double[:, ::1] part = np.empty((N, C))
+    cdef double[::1] shift = np.empty(C)
+    cdef bint threaded = parallel and N > 1
+    if training:
+        for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
+            for c in range(C):
+                part[n, c] = _sum(&x[n, c, 0], L)
+        for c in range(C):
             total = 0
             for n in range(N):
-                total = total + _sum(&x[n, c, 0], L)
-            m = total / (N * L)
+                total = total + part[n, c]
+            mean[c] = total / (N * L)
+        for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
+            for c in range(C):
+                part[n, c] = _sum_squared_deviations(&x[n, c, 0], L, mean[c])
+        for c in range(C):
             total = 0
             for n in range(N):
-                total = total + _sum_squared_deviations(&x[n, c, 0], L, m)
-            mean[c] = m
+                total = total + part[n, c]
             var[c] = total / (N * L)
-        m = mean[c]
-        s = 1.0 / sqrt(var[c] + eps)
-        inv_std[c] = <floating>s
-        g = gamma[c]
-        b = beta[c]
-        for n in range(N):
+    for c in range(C):
+        inv_std[c] = <floating>(1.0 / sqrt(var[c] + eps))
+        shift[c] = -(1.0 / sqrt(var[c] + eps)) * mean[c]
+    for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
+        for c in range(C):
             # xhat = s x - s m;  y = g xhat + b
-            _affine(&x[n, c, 0], &xhat[n, c, 0], L, <floating>s, <floating>(-s * m))
-            _affine(&xhat[n, c, 0], &y[n, c, 0], L, <floating>g, <floating>b)
+            _affine(&x[n, c, 0], &xhat[n, c, 0], L, inv_std[c], <floating>shift[c])
+            _affine(&xhat[n, c, 0], &y[n, c, 0], L, gamma[c], beta[c])
 
 
 def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
@@ -131,18 +143,34 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], L = dy.shape[2]
     cdef Py_ssize_t c, n
     cdef double sum_dy, sum_dy_xhat, scale, count = N * L
-    for c in prange(C, nogil=True, schedule="static", use_threads_if=parallel and C > 1):
+    cdef double[:, :, ::1] part = np.empty((2, N, C))
+    cdef floating[:, ::1] coef
+    if floating is float:
+        coef = np.empty((3, C), dtype=np.float32)
+    else:
+        coef = np.empty((3, C), dtype=np.float64)
+    cdef bint threaded = parallel and N > 1
+    for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
+        for c in range(C):
+            part[0, n, c] = _sum(&dy[n, c, 0], L)
+            part[1, n, c] = _dot(&dy[n, c, 0], &xhat[n, c, 0], L)
+    for c in range(C):
         sum_dy = 0
         sum_dy_xhat = 0
         for n in range(N):
-            sum_dy = sum_dy + _sum(&dy[n, c, 0], L)
-            sum_dy_xhat = sum_dy_xhat + _dot(&dy[n, c, 0], &xhat[n, c, 0], L)
+            sum_dy = sum_dy + part[0, n, c]
+            sum_dy_xhat = sum_dy_xhat + part[1, n, c]
         dbeta[c] = <floating>sum_dy
         dgamma[c] = <floating>sum_dy_xhat
         scale = <double>gamma[c] * inv_std[c]
-        for n in range(N):
-            if training:   # dx = scale dy - (scale/M) sum_dy_xhat xhat - (scale/M) sum_dy
-                _affine2(&dy[n, c, 0], &xhat[n, c, 0], &dx[n, c, 0], L, <floating>scale,
-                         <floating>(-scale * sum_dy_xhat / count), <floating>(-scale * sum_dy / count))
+        # training: dx = scale dy - (scale/M) sum_dy_xhat xhat - (scale/M) sum_dy
+        coef[0, c] = <floating>scale
+        coef[1, c] = <floating>(-scale * sum_dy_xhat / count)
+        coef[2, c] = <floating>(-scale * sum_dy / count)
+    for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
+        for c in range(C):
+            if training:
+                _affine2(&dy[n, c, 0], &xhat[n, c, 0], &dx[n, c, 0], L, coef[0, c], coef[1, c],
+                         coef[2, c])
             else:
-                _affine(&dy[n, c, 0], &dx[n, c, 0], L, <floating>scale, 0)
+                _affine(&dy[n, c, 0], &dx[n, c, 0], L, coef[0, c], 0)
