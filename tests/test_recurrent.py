@@ -7,16 +7,17 @@ import im2colnet as inet
 from _gradcheck import check_directional, check_param_gradients
 
 KINDS = {
-    "rnn_tanh": lambda f, h, L: inet.RNN(f, h, L),
-    "rnn_relu": lambda f, h, L: inet.RNN(f, h, L, nonlinearity="relu"),
-    "lstm": lambda f, h, L: inet.LSTM(f, h, L),
-    "gru": lambda f, h, L: inet.GRU(f, h, L),
+    "rnn_tanh": lambda f, h, L, rng: inet.RNN(f, h, L, rng=rng),
+    "rnn_relu": lambda f, h, L, rng: inet.RNN(f, h, L, nonlinearity="relu", rng=rng),
+    "lstm": lambda f, h, L, rng: inet.LSTM(f, h, L, rng=rng),
+    "gru": lambda f, h, L, rng: inet.GRU(f, h, L, rng=rng),
 }
 
 
 def make(kind, f=3, h=4, layers=2, seed=0):
-    layer = KINDS[kind](f, h, layers).astype(np.float64)
-    layer.build((5, f), np.random.default_rng(seed))
+    """A float64 layer whose weights come from `seed` (they are drawn at construction)."""
+    layer = KINDS[kind](f, h, layers, np.random.default_rng(seed)).astype(np.float64)
+    layer.build((5, f))
     return layer
 
 
@@ -105,7 +106,7 @@ def test_sequence_classifier_trains_and_round_trips_through_a_file(kind, tmp_pat
     rng = np.random.default_rng(5)
     x = rng.standard_normal((64, 4, 3))
     y = (x[:, :, 0].sum(axis=1) > 0).astype(np.int64)
-    model = inet.Sequential([KINDS[kind](3, 6, 2), inet.Dropout(0.1), inet.Linear(6, 6), inet.ReLU(),
+    model = inet.Sequential([KINDS[kind](3, 6, 2, None), inet.Dropout(0.1), inet.Linear(6, 6), inet.ReLU(),
                              inet.LastTimeStep(), inet.Linear(6, 2)], input_shape=(4, 3), seed=0)
     model.fit(x, y, epochs=3, batch_size=16, verbose=0, seed=0)
     path = model.save(tmp_path / "seq.h5")
