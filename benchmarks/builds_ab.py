@@ -23,21 +23,15 @@ def child(case, threads, seconds):
     import numpy as np
 
     import im2colnet.functional as F
+    from im2colnet.apps.bench_runs import _conv_calls, _layer_inputs
     from im2colnet.apps.bench_shapes import SHAPES, parse_shape
     from im2colnet.runtime.threads import set_thread_count
 
     name, pass_ = case.rsplit(":", 1)
     shape = SHAPES[name] if name in SHAPES else parse_shape(name)
     set_thread_count(threads)
-    g, rng = shape.geometry(), np.random.default_rng(0)
-    x = rng.standard_normal((shape.n, shape.c, shape.h, shape.w)).astype(np.float32)
-    w = rng.standard_normal((shape.k, shape.c, shape.kh, shape.kw)).astype(np.float32)
-    b = rng.standard_normal(shape.k).astype(np.float32)
-    dy = rng.standard_normal((shape.n, shape.k, g.out_h, g.out_w)).astype(np.float32)
-    geo = dict(stride=shape.stride, padding=shape.padding, dilation=shape.dilation)
-    fn = {"forward": lambda: F.conv2d_forward(x, w, b, **geo),
-          "backward-data": lambda: F.conv2d_backward_data(dy, w, x.shape, **geo),
-          "backward-weights": lambda: F.conv2d_backward_weights(dy, x, w.shape, **geo)}[pass_]
+    tensors = _layer_inputs(shape, np.float32, np.random.default_rng(0))
+    fn = _conv_calls(F, shape, tensors)[pass_]   # the bench's own inputs and calls
     fn()
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

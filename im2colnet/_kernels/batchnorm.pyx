@@ -104,7 +104,7 @@ def forward(const floating[:, :, ::1] x, const floating[::1] gamma, const floati
     variance) and written, else they are read (the running statistics). inv_std (C,) out."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef Py_ssize_t c, n
-    cdef double total
+    cdef double total, s
     cdef double[:, ::1] part = np.empty((N, C))
     cdef double[::1] shift = np.empty(C)
     cdef bint threaded = parallel and N > 1
@@ -126,8 +126,9 @@ def forward(const floating[:, :, ::1] x, const floating[::1] gamma, const floati
                 total = total + part[n, c]
             var[c] = total / (N * L)
     for c in range(C):
-        inv_std[c] = <floating>(1.0 / sqrt(var[c] + eps))
-        shift[c] = -(1.0 / sqrt(var[c] + eps)) * mean[c]
+        s = 1.0 / sqrt(var[c] + eps)
+        inv_std[c] = <floating>s
+        shift[c] = -s * mean[c]
     for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
         for c in range(C):
             # xhat = s x - s m;  y = g xhat + b
@@ -144,11 +145,7 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
     cdef Py_ssize_t c, n
     cdef double sum_dy, sum_dy_xhat, scale, count = N * L
     cdef double[:, :, ::1] part = np.empty((2, N, C))
-    cdef floating[:, ::1] coef
-    if floating is float:
-        coef = np.empty((3, C), dtype=np.float32)
-    else:
-        coef = np.empty((3, C), dtype=np.float64)
+    cdef double[:, ::1] coef = np.empty((3, C))
     cdef bint threaded = parallel and N > 1
     for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
         for c in range(C):
@@ -164,13 +161,13 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
         dgamma[c] = <floating>sum_dy_xhat
         scale = <double>gamma[c] * inv_std[c]
         # training: dx = scale dy - (scale/M) sum_dy_xhat xhat - (scale/M) sum_dy
-        coef[0, c] = <floating>scale
-        coef[1, c] = <floating>(-scale * sum_dy_xhat / count)
-        coef[2, c] = <floating>(-scale * sum_dy / count)
+        coef[0, c] = scale
+        coef[1, c] = -scale * sum_dy_xhat / count
+        coef[2, c] = -scale * sum_dy / count
     for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
         for c in range(C):
             if training:
-                _affine2(&dy[n, c, 0], &xhat[n, c, 0], &dx[n, c, 0], L, coef[0, c], coef[1, c],
-                         coef[2, c])
+                _affine2(&dy[n, c, 0], &xhat[n, c, 0], &dx[n, c, 0], L, <floating>coef[0, c],
+                         <floating>coef[1, c], <floating>coef[2, c])
             else:
-                _affine(&dy[n, c, 0], &dx[n, c, 0], L, coef[0, c], 0)
+                _affine(&dy[n, c, 0], &dx[n, c, 0], L, <floating>coef[0, c], 0)

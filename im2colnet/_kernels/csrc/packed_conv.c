@@ -200,8 +200,8 @@ typedef struct {
 } pg_block;
 
 typedef struct {
-    int whole;        /* blocks of at most `group` whole samples, else bands of `rows` output rows */
-    int64_t group, rows, bands, count;
+    int whole;        /* blocks of whole samples, else bands of `rows` output rows */
+    int64_t rows, bands, count;
 } pg_plan;
 
 /* Blocks of about `cols` columns, at least `min_blocks` of them where the batch allows.  Whole
@@ -214,15 +214,13 @@ static pg_plan make_plan(const pg_geom *g, int64_t cols, int64_t min_blocks)
     if (min_blocks > 1)
         cols = min64(cols, max64(1, (g->N * P + min_blocks - 1) / min_blocks));
     if (P <= cols) {
+        const int64_t samples = min64(g->N, max64(1, (cols + P / 2) / P));   /* the nearest whole count */
         pl.whole = 1;
-        pl.group = min64(g->N, max64(1, (cols + P / 2) / P));   /* the nearest whole count */
         pl.rows = g->Ho;
         pl.bands = 1;
-        pl.count = min64(g->N, round_up((g->N + pl.group - 1) / pl.group, min_blocks));
-        pl.group = (g->N + pl.count - 1) / pl.count;
+        pl.count = min64(g->N, round_up((g->N + samples - 1) / samples, min_blocks));
     } else {
         pl.whole = 0;
-        pl.group = 1;
         pl.rows = max64(1, cols / g->Wo);
         pl.bands = (g->Ho + pl.rows - 1) / pl.rows;
         pl.count = g->N * pl.bands;
