@@ -111,6 +111,12 @@ int main(int argc, char **argv)
             printf("%d: not compiled here\n", index);
             continue;
         }
+#ifndef PG_EMULATE_AVX512
+        if (index > pg_best_level()) {
+            printf("%s: not run (this CPU lacks it, and SIMDe is not installed)\n", lv->name);
+            continue;
+        }
+#endif
         state = 88172645463325252ULL;
         for (int n = 0; n < cases; n++) {
             pg_geom g;

@@ -1,14 +1,19 @@
 /* AVX2+FMA micro-kernels, compiled for that target by function attribute and chosen
  * at run time (machines without AVX-512).
- *   outer: 4 x 24 tile (12 ymm accumulators + 3 pixel loads + 1 broadcast = 16 registers).
- *   dot:   4 x 3 tile (12 ymm accumulators + 3 tap loads + 1 kernel load) along 24-pixel
- *          slivers: 7 loads per 12 FMAs. */
+ *   outer:      4 x 24 tile (12 ymm accumulators + 3 pixel loads + 1 broadcast = 16 registers).
+ *   dot:        4 x 3 tile (12 ymm accumulators + 3 tap loads + 1 kernel load) along 24-pixel
+ *               slivers: 7 loads per 12 FMAs.
+ *   pix_outer:  6 taps x 16 kernels (12 ymm accumulators): per pixel, 6 broadcasts of phi
+ *               and two 8-kernel loads of dY^T; the weight gradient's kernel here, where it
+ *               runs near the outer tile's speed and dot does not. */
 #include "packed_gemm.h"
 
 #define MR 4
 #define NR 24
 #define DM 4
 #define DN 3
+#define PM 6
+#define PN 16
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -81,9 +86,50 @@ TARGET static void dot_avx2(int64_t ns, const float *a, int64_t a_step, const fl
             c[r * ldc + t] += sum8_avx2(acc[r][t]);
 }
 
-const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, outer_avx2, dot_avx2};
+TARGET static void pix_outer_avx2(int64_t ns, const float *a, int64_t a_step, const float *b,
+                                  float *c, int64_t ldc)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const float *as = a + s * a_step;
+        for (int p = 0; p < NR; p++) {
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+            __m256 ar;
+            ar = _mm256_broadcast_ss(as + p);
+            c00 = _mm256_fmadd_ps(ar, b0, c00); c01 = _mm256_fmadd_ps(ar, b1, c01);
+            ar = _mm256_broadcast_ss(as + NR + p);
+            c10 = _mm256_fmadd_ps(ar, b0, c10); c11 = _mm256_fmadd_ps(ar, b1, c11);
+            ar = _mm256_broadcast_ss(as + 2 * NR + p);
+            c20 = _mm256_fmadd_ps(ar, b0, c20); c21 = _mm256_fmadd_ps(ar, b1, c21);
+            ar = _mm256_broadcast_ss(as + 3 * NR + p);
+            c30 = _mm256_fmadd_ps(ar, b0, c30); c31 = _mm256_fmadd_ps(ar, b1, c31);
+            ar = _mm256_broadcast_ss(as + 4 * NR + p);
+            c40 = _mm256_fmadd_ps(ar, b0, c40); c41 = _mm256_fmadd_ps(ar, b1, c41);
+            ar = _mm256_broadcast_ss(as + 5 * NR + p);
+            c50 = _mm256_fmadd_ps(ar, b0, c50); c51 = _mm256_fmadd_ps(ar, b1, c51);
+            b += PN;
+        }
+    }
+    float acc[PM][PN];
+    _mm256_storeu_ps(acc[0], c00); _mm256_storeu_ps(acc[0] + 8, c01);
+    _mm256_storeu_ps(acc[1], c10); _mm256_storeu_ps(acc[1] + 8, c11);
+    _mm256_storeu_ps(acc[2], c20); _mm256_storeu_ps(acc[2] + 8, c21);
+    _mm256_storeu_ps(acc[3], c30); _mm256_storeu_ps(acc[3] + 8, c31);
+    _mm256_storeu_ps(acc[4], c40); _mm256_storeu_ps(acc[4] + 8, c41);
+    _mm256_storeu_ps(acc[5], c50); _mm256_storeu_ps(acc[5] + 8, c51);
+    for (int j = 0; j < PN; j++)
+        for (int r = 0; r < PM; r++)
+            c[j * ldc + r] += acc[r][j];
+}
+
+const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, outer_avx2, dot_avx2, PM, PN, pix_outer_avx2};
 int pg_avx2_compiled(void) { return 1; }
 #else
-const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, 0, 0};
+const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, 0, 0, PM, PN, 0};
 int pg_avx2_compiled(void) { return 0; }
 #endif

@@ -472,6 +472,49 @@ PACKING static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K
     }
 }
 
+/* Dt[g][j][PN] = dy[n, g*PN + k, pixel of block column j] for k < PN (0 for kernels >= K and
+ * columns >= ncols, up to nsl*NR): dY^T in PN-kernel panels, for pix_outer. */
+PACKING static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
+                              const int64_t *first, const pg_run *runs, int64_t kpn, float *Dt)
+{
+    const int64_t nr = lv->nr, pn = lv->pn, P = g->Ho * g->Wo, cols = b->nsl * nr;
+    for (int64_t k = 0; k < kpn; k++) {
+        float *panel = Dt + k / pn * cols * pn + k % pn;
+        if (k >= g->K) {
+            for (int64_t j = 0; j < cols; j++)
+                panel[j * pn] = 0.0f;
+            continue;
+        }
+        for (int64_t s = 0; s < b->nsl; s++)
+            for (int64_t r = first[s]; r < first[s + 1]; r++) {
+                const float *from = dy + runs[r].out + k * P;
+                float *to = panel + (s * nr + runs[r].jj) * pn;
+                for (int64_t u = 0; u < runs[r].len; u++)
+                    to[u * pn] = from[u];
+            }
+        for (int64_t j = b->ncols; j < cols; j++)
+            panel[j * pn] = 0.0f;
+    }
+}
+
+/* bias[k] += the sum of dY's plane k over the block, from Dt (pack_dy_t), in double. */
+PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kpn,
+                                  const float *Dt, double *bias)
+{
+    const int64_t pn = lv->pn, cols = b->nsl * lv->nr;
+    double sums[PG_MAX_NR];
+    for (int64_t k0 = 0; k0 < kpn; k0 += pn) {
+        const float *panel = Dt + k0 * cols;
+        for (int64_t j = 0; j < pn; j++)
+            sums[j] = 0.0;
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t j = 0; j < pn; j++)
+                sums[j] += panel[c * pn + j];
+        for (int64_t j = 0; j < pn && k0 + j < K; j++)
+            bias[k0 + j] += sums[j];
+    }
+}
+
 /* Ap[m][t][MR] = w[m*MR + r, t] (0 for rows >= K): the weights in MR-row panels. */
 static void pack_weights(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *Ap)
 {
@@ -619,12 +662,25 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 
 /* --------------------------------------------------------- weight gradient */
 
+/* The tile of the weight gradient's kernel: taps x kernels (pix_outer where the level has
+ * it, else dot). */
+static int64_t tap_tile(const pg_level *lv) { return lv->pix_outer ? lv->pm : lv->dn; }
+static int64_t kernel_tile(const pg_level *lv) { return lv->pix_outer ? lv->pn : lv->dm; }
+
+/* out[(k0 + j)*taps + t + r] += tile[j*ldt + r] for the kernels and taps inside K and kc. */
+static void add_tile(const float *tile, int64_t ldt, int64_t kernels, int64_t tps, float *out, int64_t taps)
+{
+    for (int64_t j = 0; j < kernels; j++)
+        for (int64_t r = 0; r < tps; r++)
+            out[j * taps + r] += tile[j * ldt + r];
+}
+
 static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl, int64_t index,
                          const float *dy, const float *x, float *out, double *bias, int64_t kc_max)
 {
     const int64_t taps = g->C * g->kh * g->kw;
-    const int64_t nr = lv->nr, dm = lv->dm, dn = lv->dn, K = g->K, kp = round_up(K, dm);
-    const int64_t kcp_max = round_up(kc_max, dn);
+    const int64_t nr = lv->nr, tt = tap_tile(lv), kt = kernel_tile(lv), K = g->K, kp = round_up(K, kt);
+    const int64_t kcp_max = round_up(kc_max, tt);
     pg_block b = get_block(g, lv, pl, index, g->C);
     float *pad = scratch(S_PAD, (size_t)(b.nb * b.cc * b.band_h * b.wp) * sizeof(float));
     float *Bp = scratch(S_PANEL, (size_t)(b.nsl * kcp_max * nr) * sizeof(float));
@@ -634,28 +690,36 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
     int64_t *tap_off = scratch(S_TAPS, (size_t)kc_max * sizeof(int64_t));
     if (!pad || !Bp || !Dp || !runs || !first || !tap_off)
         return -1;
-    float tile[PG_MAX_MR * PG_MAX_MR];
+    float tile[PG_MAX_NR * PG_MAX_MR];
     fill_pad(g, &b, x, 0, pad);
     make_runs(g, lv, &b, runs, first);
-    pack_dy(g, lv, &b, dy, first, runs, kp, Dp);
-    if (bias)
-        add_dy_sums(lv, &b, K, kp, Dp, bias);
+    if (lv->pix_outer) {
+        pack_dy_t(g, lv, &b, dy, first, runs, kp, Dp);
+        if (bias)
+            add_dy_t_sums(lv, &b, K, kp, Dp, bias);
+    } else {
+        pack_dy(g, lv, &b, dy, first, runs, kp, Dp);
+        if (bias)
+            add_dy_sums(lv, &b, K, kp, Dp, bias);
+    }
     for (int64_t t0 = 0; t0 < taps; t0 += kc_max) {
-        const int64_t kc = min64(kc_max, taps - t0), kcp = round_up(kc, dn);
+        const int64_t kc = min64(kc_max, taps - t0), kcp = round_up(kc, tt);
         make_taps(g, &b, t0, t0 + kc, 0, tap_off);
         pack_phi(g, lv, &b, pad, runs, first, tap_off, kc, kcp, Bp);
-        for (int64_t t = 0; t < kcp; t += dn)
-            for (int64_t m = 0; m < kp; m += dm) {
-                const float *a = Dp + m * nr, *bt = Bp + t * nr;
-                if (m + dm <= K && t + dn <= kc) {
-                    lv->dot(b.nsl, a, kp * nr, bt, kcp * nr, out + m * taps + t0 + t, taps);
-                    continue;
-                }
-                memset(tile, 0, sizeof(tile));
-                lv->dot(b.nsl, a, kp * nr, bt, kcp * nr, tile, dn);
-                for (int64_t r = 0; r < dm && m + r < K; r++)
-                    for (int64_t j = 0; j < dn && t + j < kc; j++)
-                        out[(m + r) * taps + t0 + t + j] += tile[r * dn + j];
+        for (int64_t t = 0; t < kcp; t += tt)
+            for (int64_t m = 0; m < kp; m += kt) {
+                /* c[j*ldc + r]: kernel m + j, tap t0 + t + r; edge tiles go through `tile` */
+                const int full = m + kt <= K && t + tt <= kc;
+                float *to = out + m * taps + t0 + t, *c = full ? to : tile;
+                const int64_t ldc = full ? taps : tt;
+                if (!full)
+                    memset(tile, 0, (size_t)(kt * tt) * sizeof(float));
+                if (lv->pix_outer)
+                    lv->pix_outer(b.nsl, Bp + t * nr, kcp * nr, Dp + m * b.nsl * nr, c, ldc);
+                else
+                    lv->dot(b.nsl, Dp + m * nr, kp * nr, Bp + t * nr, kcp * nr, c, ldc);
+                if (!full)
+                    add_tile(tile, tt, min64(kt, K - m), min64(tt, kc - t), to, taps);
             }
     }
     return 0;
@@ -665,10 +729,10 @@ int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, c
                         float *partial, double *bias_partial, int threads)
 {
     const int64_t taps = g->C * g->kh * g->kw;
-    /* Short tap chunks and long blocks: each dot tile sums along many slivers before its
-     * horizontal sums.  The chunk's phi panel and dY's panel share the L2 budget. */
-    const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, lv->dn));
-    const int64_t per_col = (round_up(kc_max, lv->dn) + round_up(g->K, lv->dm)) * (int64_t)sizeof(float);
+    /* Short tap chunks and long blocks: each kernel call sums along many slivers before it
+     * writes its tile.  The chunk's phi panel and dY's panel share the L2 budget. */
+    const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, tap_tile(lv)));
+    const int64_t per_col = (round_up(kc_max, tap_tile(lv)) + round_up(g->K, kernel_tile(lv))) * (int64_t)sizeof(float);
     memset(partial, 0, (size_t)threads * g->K * taps * sizeof(float));
     if (bias_partial)
         memset(bias_partial, 0, (size_t)threads * g->K * sizeof(double));

@@ -28,12 +28,20 @@ typedef void (*pg_outer_fn)(int64_t kc, const float *a, const float *b, float *c
 typedef void (*pg_dot_fn)(int64_t ns, const float *a, int64_t a_step, const float *b,
                           int64_t b_step, float *c, int64_t ldc);
 
+/* c[j*ldc + r] += sum over s < ns, p < NR of a[s*a_step + r*NR + p] * b[(s*NR + p)*PN + j]
+ * for r < PM taps, j < PN kernels: the weight gradient as outer products along the pixels,
+ * a the phi^T slivers (broadcast), b dY^T packed PN kernels per pixel. */
+typedef void (*pg_pix_outer_fn)(int64_t ns, const float *a, int64_t a_step, const float *b,
+                                float *c, int64_t ldc);
+
 typedef struct {
     const char *name;   /* "avx512", "avx2", "portable" */
     int mr, nr;         /* outer-product tile: MR rows (kernels or taps) x NR pixels */
     int dm, dn;         /* dot tile: DM kernels x DN taps, along NR-pixel slivers */
     pg_outer_fn outer;
     pg_dot_fn dot;
+    int pm, pn;         /* pixel-outer tile: PM taps x PN kernels */
+    pg_pix_outer_fn pix_outer;   /* the weight gradient's kernel where set, else dot */
 } pg_level;
 
 /* The levels (NULL functions where the level is not compiled on this architecture). */
