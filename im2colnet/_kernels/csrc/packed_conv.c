@@ -473,27 +473,27 @@ PACKING static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K
 }
 
 /* Dt[g][j][PN] = dy[n, g*PN + k, pixel of block column j] for k < PN (0 for kernels >= K and
- * columns >= ncols, up to nsl*NR): dY^T in PN-kernel panels, for pix_outer. */
+ * columns >= ncols, up to nsl*NR): dY^T in PN-kernel panels, for pix_outer.  Written one
+ * pixel's PN kernels at a time (a whole cache line of Dt), reading PN planes side by side. */
 PACKING static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
                               const int64_t *first, const pg_run *runs, int64_t kpn, float *Dt)
 {
     const int64_t nr = lv->nr, pn = lv->pn, P = g->Ho * g->Wo, cols = b->nsl * nr;
-    for (int64_t k = 0; k < kpn; k++) {
-        float *panel = Dt + k / pn * cols * pn + k % pn;
-        if (k >= g->K) {
-            for (int64_t j = 0; j < cols; j++)
-                panel[j * pn] = 0.0f;
-            continue;
-        }
+    for (int64_t k0 = 0; k0 < kpn; k0 += pn) {
+        const int64_t nk = min64(pn, g->K - k0);
+        float *panel = Dt + k0 * cols;
         for (int64_t s = 0; s < b->nsl; s++)
             for (int64_t r = first[s]; r < first[s + 1]; r++) {
-                const float *from = dy + runs[r].out + k * P;
+                const float *from = dy + runs[r].out + k0 * P;
                 float *to = panel + (s * nr + runs[r].jj) * pn;
-                for (int64_t u = 0; u < runs[r].len; u++)
-                    to[u * pn] = from[u];
+                for (int64_t u = 0; u < runs[r].len; u++, to += pn) {
+                    for (int64_t k = 0; k < nk; k++)
+                        to[k] = from[k * P + u];
+                    for (int64_t k = nk; k < pn; k++)
+                        to[k] = 0.0f;
+                }
             }
-        for (int64_t j = b->ncols; j < cols; j++)
-            panel[j * pn] = 0.0f;
+        memset(panel + b->ncols * pn, 0, (size_t)((cols - b->ncols) * pn) * sizeof(float));
     }
 }
 
