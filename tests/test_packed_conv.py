@@ -1,7 +1,8 @@
 """The packed convolution GEMM (method="im2col" on float32) against the Kronecker
 reference and the direct loops, for every micro-kernel level this CPU runs, on the
 whole geometry matrix of test_conv, on sizes off the register tiles and cache blocks,
-with many blocks, bands and tap chunks, on 1-3 threads; determinism; level choice."""
+with many blocks, bands and tap chunks, and with the forward's batch-in-the-lanes
+kernel forced, on 1-3 threads; determinism; level choice."""
 import os
 import subprocess
 import sys
@@ -38,6 +39,27 @@ def small_caches():
 
 
 @pytest.fixture
+def batch_lanes(level):
+    """The forward (and the data gradient run as one) with the batch in the vector lanes,
+    for any batch size (the driver's rule takes it only for batches of whole lane groups)."""
+    if not packed_conv.tiles()["bn"]:
+        pytest.skip(f"the {level} level has no batch-lanes kernel")
+    packed_conv._batch_rule(1)
+    yield
+    packed_conv._batch_rule(0)
+
+
+PLANS = ["machine", "tiny caches", "batch lanes"]
+
+
+def use_plan(plan, request):
+    if plan == "tiny caches":
+        request.getfixturevalue("small_caches")
+    elif plan == "batch lanes":
+        request.getfixturevalue("batch_lanes")
+
+
+@pytest.fixture
 def threads():
     before = _threads.thread_count()
     yield _threads.set_thread_count
@@ -71,13 +93,12 @@ def check_against_direct(x, w, b, dy, **opts):
     close(db, db_ref, "bias gradient")
 
 
-@pytest.mark.parametrize("plan", ["machine", "tiny caches"])
+@pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_geometry_matrix_against_kronecker(level, case, plan, request):
     """Every padding form, anchors inside and outside, strides 1-3, dilation, non-square
     and even kernels: all three passes equal the Kronecker reference (float32 rounding)."""
-    if plan == "tiny caches":
-        request.getfixturevalue("small_caches")
+    use_plan(plan, request)
     x, w, b = (a.astype(np.float32) for a in make(case))
     opts = options(case)
     y_ref = reference.conv2d_kronecker(*(a.astype(np.float64) for a in (x, w, b)), **opts)
@@ -106,11 +127,10 @@ SIZES = [
 ]
 
 
-@pytest.mark.parametrize("plan", ["machine", "tiny caches"])
+@pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("size", SIZES, ids=[f"size{i}" for i in range(len(SIZES))])
 def test_sizes_off_the_tiles_against_direct(level, size, plan, request):
-    if plan == "tiny caches":
-        request.getfixturevalue("small_caches")
+    use_plan(plan, request)
     N, C, H, W, K, kh, kw, stride, padding, dilation = size
     rng = np.random.default_rng(11)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
@@ -139,6 +159,27 @@ def test_thread_counts_agree_and_repeat_exactly(level, threads, small_caches, co
         for a, b_ in zip(first, again):
             assert np.array_equal(a, b_)
     check_against_direct(x, w, b, dy, padding=1)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 33, 64, 70])
+def test_batch_lanes_threads_agree_and_repeat_exactly(level, threads, batch_lanes, count, n):
+    """The batch-lanes forward on 1-3 threads, with one lane group split into pixel ranges
+    (n = 1), a partial last group (33, 70) and whole groups (64): right results, and
+    bit-identical from run to run; the same as one thread (a sum's order does not depend
+    on the split)."""
+    threads(count)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((n, 5, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    opts = dict(padding=((1, 0), (2, 1)), dilation=(1, 2))
+    first = F.conv2d_forward(x, w, b, **opts)
+    assert np.array_equal(first, F.conv2d_forward(x, w, b, **opts))
+    threads(1)
+    assert np.array_equal(first, F.conv2d_forward(x, w, b, **opts))
+    expected = F.conv2d_forward(*(a.astype(np.float64) for a in (x, w, b)), method="direct", **opts)
+    close(first, expected, "forward")
 
 
 def test_levels_agree_to_float32_rounding(threads):

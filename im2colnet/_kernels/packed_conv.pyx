@@ -19,10 +19,11 @@ from libc.stdint cimport int64_t
 cdef extern from "packed_gemm.h" nogil:
     ctypedef struct pg_level:
         const char *name
-        int mr, nr, dm, dn
+        int mr, nr, dm, dn, pm, pn, bm, bn
     ctypedef struct pg_geom:
         int64_t N, C, H, W, K, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo
     void pg_set_cache_bytes(int64_t l1, int64_t l2)
+    void pg_set_batch_rule(int rule)
     int pg_best_level()
     const pg_level *pg_level_by_index(int index)
     int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
@@ -62,15 +63,23 @@ def set_level(name):
 
 
 def tiles():
-    """{'mr', 'nr', 'dm', 'dn'}: the register tiles of the level in use."""
+    """{'mr', 'nr', 'dm', 'dn', 'pm', 'pn', 'bm', 'bn'}: the register tiles of the level in
+    use (outer product, dot, pixel outer product, batch; 0 where the level has no such kernel)."""
     cdef const pg_level *lv = pg_level_by_index(_level)
-    return {"mr": lv.mr, "nr": lv.nr, "dm": lv.dm, "dn": lv.dn}
+    return {"mr": lv.mr, "nr": lv.nr, "dm": lv.dm, "dn": lv.dn, "pm": lv.pm, "pn": lv.pn,
+            "bm": lv.bm, "bn": lv.bn}
 
 
 def _plan_for_caches(Py_ssize_t l1=0, Py_ssize_t l2=0):
     """Plan blocks and tap chunks for these L1/L2 sizes in bytes (0: the machine's): a
     test hook, so small shapes run many blocks, bands and chunks."""
     pg_set_cache_bytes(l1, l2)
+
+
+def _batch_rule(int rule=0):
+    """When the forward runs with the batch in the vector lanes: 0 by the driver's rule, 1
+    whenever the level has that kernel, -1 never: a test hook."""
+    pg_set_batch_rule(rule)
 
 
 def _level_from_environment():

@@ -5,7 +5,9 @@
  *               slivers: 7 loads per 12 FMAs.
  *   pix_outer:  6 taps x 16 kernels (12 ymm accumulators): per pixel, 6 broadcasts of phi
  *               and two 8-kernel loads of dY^T; the weight gradient's kernel here, where it
- *               runs near the outer tile's speed and dot does not. */
+ *               runs near the outer tile's speed and dot does not.
+ *   batch:      3 kernels x 32 samples (12 ymm accumulators + 3 broadcasts + 1 load): per
+ *               tap, four 8-sample loads of the input, read through the tap's offset. */
 #include "packed_gemm.h"
 
 #define MR 4
@@ -14,6 +16,8 @@
 #define DN 3
 #define PM 6
 #define PN 16
+#define BM 3
+#define BN 32
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -127,9 +131,37 @@ TARGET static void pix_outer_avx2(int64_t ns, const float *a, int64_t a_step, co
             c[j * ldc + r] += acc[r][j];
 }
 
-const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, outer_avx2, dot_avx2, PM, PN, pix_outer_avx2};
+TARGET static void batch_avx2(int64_t nt, const int64_t *tap, const int64_t *off, const float *a,
+                              const float *b, float *c, int accumulate)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+    __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+    for (int64_t i = 0; i < nt; i++) {
+        const float *bi = b + off[i], *ai = a + tap[i] * BM;
+        const __m256 a0 = _mm256_broadcast_ss(ai), a1 = _mm256_broadcast_ss(ai + 1);
+        const __m256 a2 = _mm256_broadcast_ss(ai + 2);
+        __m256 bv;   /* one load live at a time: 12 + 3 + 1 registers, nothing spilled */
+        bv = _mm256_loadu_ps(bi);
+        c00 = _mm256_fmadd_ps(a0, bv, c00); c10 = _mm256_fmadd_ps(a1, bv, c10); c20 = _mm256_fmadd_ps(a2, bv, c20);
+        bv = _mm256_loadu_ps(bi + 8);
+        c01 = _mm256_fmadd_ps(a0, bv, c01); c11 = _mm256_fmadd_ps(a1, bv, c11); c21 = _mm256_fmadd_ps(a2, bv, c21);
+        bv = _mm256_loadu_ps(bi + 16);
+        c02 = _mm256_fmadd_ps(a0, bv, c02); c12 = _mm256_fmadd_ps(a1, bv, c12); c22 = _mm256_fmadd_ps(a2, bv, c22);
+        bv = _mm256_loadu_ps(bi + 24);
+        c03 = _mm256_fmadd_ps(a0, bv, c03); c13 = _mm256_fmadd_ps(a1, bv, c13); c23 = _mm256_fmadd_ps(a2, bv, c23);
+    }
+    __m256 acc[BM][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}};
+    for (int r = 0; r < BM; r++)
+        for (int v = 0; v < 4; v++) {
+            float *to = c + r * BN + 8 * v;
+            _mm256_storeu_ps(to, accumulate ? _mm256_add_ps(acc[r][v], _mm256_loadu_ps(to)) : acc[r][v]);
+        }
+}
+
+const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, outer_avx2, dot_avx2, PM, PN, pix_outer_avx2, BM, BN, batch_avx2};
 int pg_avx2_compiled(void) { return 1; }
 #else
-const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, 0, 0, PM, PN, 0};
+const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, 0, 0, PM, PN, 0, BM, BN, 0};
 int pg_avx2_compiled(void) { return 0; }
 #endif

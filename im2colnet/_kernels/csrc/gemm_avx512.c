@@ -111,9 +111,9 @@ TARGET static void dot_avx512(int64_t ns, const float *a, int64_t a_step, const 
     }
 }
 
-const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, outer_avx512, dot_avx512, 0, 0, 0};
+const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, outer_avx512, dot_avx512, 0, 0, 0, 0, 0, 0};
 int pg_avx512_compiled(void) { return 1; }
 #else
-const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, 0, 0, 0, 0, 0};
+const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, 0, 0, 0, 0, 0, 0, 0, 0};
 int pg_avx512_compiled(void) { return 0; }
 #endif

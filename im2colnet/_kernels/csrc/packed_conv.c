@@ -24,11 +24,18 @@
  *     micro-kernel writes straight into y (NCHW) when its tile lies in one sample and
  *     inside K, else into a scratch tile that is then copied; later chunks accumulate;
  *     the bias is added by the first.
- *   weight gradient: dY of the block is packed into slivers Dp[s][k][NR] too, and the dot
- *     micro-kernel sums dY . phi along the pixels into the thread's partial (K, CKK).
+ *   weight gradient: dY of the block is packed too, and the micro-kernel sums phi x dY
+ *     along the pixels into the thread's partial (K, CKK): pix_outer (outer products of a
+ *     pixel's taps and its kernels, dY^T in PN-kernel panels) where the level has it, else
+ *     dot (dY in slivers Dp[s][k][NR]).
  *   data gradient: dphi^T = A^T dY, MR taps at a time into a chunk buffer in sliver
  *     layout, then scatter-added into a zero-padded band (col2im, the adjoint of the
  *     packing), whose inside is added into dx.
+ *
+ * Batch in the lanes.  Where the level has the kernel and pg_batch_applies holds (small
+ * outputs, full lane groups), the forward skips the panels: BN samples of one input cell
+ * lie side by side, and each output pixel's list of taps drives the micro-kernel (see the
+ * section's comment below).
  *
  * Threads (OpenMP, when compiled with it): forward and weight gradient split the blocks
  * into contiguous ranges, one per thread (the weight gradient's partial sums are added
@@ -132,7 +139,7 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
  * OpenMP pool's threads live on), so a call does not fault in fresh pages.  Bounded: a
  * few panels of PANEL_BYTES plus one block's padded band.  Freed when the thread ends
  * (a POSIX thread key's destructor: OpenMP ends threads when the thread count drops). */
-enum { S_PAD, S_PANEL, S_DY, S_COLS, S_TAPS, S_RUNS, S_SLOTS };
+enum { S_PAD, S_PANEL, S_DY, S_COLS, S_TAPS, S_RUNS, S_GROUP, S_LIST, S_SLOTS };
 typedef struct { void *ptr[S_SLOTS]; size_t bytes[S_SLOTS]; } pg_scratch;
 
 static void free_scratch(void *arg)
@@ -515,10 +522,9 @@ PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t
     }
 }
 
-/* Ap[m][t][MR] = w[m*MR + r, t] (0 for rows >= K): the weights in MR-row panels. */
-static void pack_weights(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *Ap)
+/* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels. */
+static void pack_weights(int64_t mr, int64_t K, int64_t taps, const float *w, float *Ap)
 {
-    const int64_t mr = lv->mr;
     for (int64_t m = 0; m < K; m += mr)
         for (int64_t t = 0; t < taps; t++)
             for (int64_t r = 0; r < mr; r++)
@@ -630,9 +636,190 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
     return 0;
 }
 
+/* ------------------------------------------- forward, the batch in the lanes */
+
+/* A direct convolution (Conv_BF) with the samples in the vector lanes:
+ *     y[n, k, i, j] = bias[k] + sum over the taps (c, p, q) inside the image of
+ *                     w[k, c, p, q] * x[n, c, i*sh - pt + p*dh, j*sw - pl + q*dw].
+ * Samples go in groups of BN (zeros beyond N).  A group's input is laid out as
+ * xg[c][h][w][BN], each channel one cache line longer than its cells so that the taps of
+ * successive channels do not crowd the same L1 sets: one tap of one output pixel is then
+ * BN consecutive floats.  For each output pixel the list of its taps inside the image
+ * (weight index, offset in xg) drives the micro-kernel, as the indirection buffer of
+ * Dukhan's indirect convolution: taps on the padding are skipped, not multiplied by zero,
+ * and nothing but the weights is packed.  The list is cut into chunks whose input cells
+ * fit L1; each chunk runs every BM rows of kernels, accumulating into a BM x BN tile per
+ * row block, and the pixel's K x BN results are written out with the bias at the end.
+ * Threads: work items are (sample group, range of output pixels), one contiguous run of
+ * items per thread; items write disjoint outputs. */
+
+static int batch_rule;
+
+void pg_set_batch_rule(int rule) { batch_rule = rule; }
+
+/* Measured against the packed route (docs/performance.md): it wins where the packed route
+ * loses most to packing and to the taps on the padding (outputs of 14x14 pixels or fewer, or
+ * few taps), given whole lane groups and a group per thread (threads sharing one group each
+ * gather all of it). */
+int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
+{
+    if (!lv->batch || batch_rule < 0)
+        return 0;
+    if (batch_rule > 0)
+        return 1;
+    const int64_t groups = (g->N + lv->bn - 1) / lv->bn;
+    const int lanes_full = g->N >= lv->bn && 8 * groups * lv->bn <= 9 * g->N;  /* 1 in 9 idle at most */
+    const int small = g->Ho * g->Wo <= 196 || g->C * g->kh * g->kw <= 32;
+    return lanes_full && groups >= usable_threads(threads) && small;
+}
+
+/* Output pixels go in blocks of PIXEL_BLOCK: the gather and the write-out move whole
+ * cache lines of x and y (a sample's plane is often a multiple of 4 KiB, so reading or
+ * writing the BN samples of one pixel at a time would crowd a single L1 set). */
+#define PIXEL_BLOCK 16
+
+/* xg[c*cs + (h*W + w)*BN + s] = x[n0 + s, c, h, w] for s < ns, 0 for ns <= s < BN. */
+PACKING static void gather_group(const pg_geom *g, int64_t bn, int64_t n0, int64_t ns, int64_t cs,
+                                 const float *x, float *xg)
+{
+    const int64_t HW = g->H * g->W;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t u0 = 0; u0 < HW; u0 += PIXEL_BLOCK) {
+            const int64_t nu = min64(PIXEL_BLOCK, HW - u0);
+            float *to = xg + c * cs + u0 * bn;
+            for (int64_t s = 0; s < ns; s++) {
+                const float *from = x + ((n0 + s) * g->C + c) * HW + u0;
+                for (int64_t u = 0; u < nu; u++)
+                    to[u * bn + s] = from[u];
+            }
+            for (int64_t u = 0; u < nu; u++)
+                for (int64_t s = ns; s < bn; s++)
+                    to[u * bn + s] = 0.0f;
+        }
+}
+
+/* The window of output pixel (i, j) inside the image: kernel rows [p0, p1) and columns
+ * [q0, q1) (a range each: the input row grows with p, the column with q). */
+typedef struct { int64_t p0, p1, q0, q1; } pg_window;
+
+static pg_window pixel_window(const pg_geom *g, int64_t i, int64_t j)
+{
+    pg_window v = {0, 0, 0, 0};
+    const int64_t ih = i * g->sh - g->pt, iw = j * g->sw - g->pl;
+    while (v.p0 < g->kh && ih + v.p0 * g->dh < 0)
+        v.p0++;
+    for (v.p1 = v.p0; v.p1 < g->kh && ih + v.p1 * g->dh < g->H; v.p1++) {}
+    while (v.q0 < g->kw && iw + v.q0 * g->dw < 0)
+        v.q0++;
+    for (v.q1 = v.q0; v.q1 < g->kw && iw + v.q1 * g->dw < g->W; v.q1++) {}
+    return v;
+}
+
+/* The taps of a window: tap[m] the weight index, off[m] the cell's offset in xg from the
+ * window's first cell (p0, q0).  Returns their count (C times the window's cells). */
+static int64_t window_taps(const pg_geom *g, int64_t bn, int64_t cs, pg_window v, int64_t *tap, int64_t *off)
+{
+    const int64_t khw = g->kh * g->kw;
+    int64_t inside = 0;
+    for (int64_t p = v.p0; p < v.p1; p++)
+        for (int64_t q = v.q0; q < v.q1; q++) {
+            tap[inside] = p * g->kw + q;
+            off[inside] = ((p - v.p0) * g->dh * g->W + (q - v.q0) * g->dw) * bn;
+            inside++;
+        }
+    for (int64_t c = 1; c < g->C; c++)
+        for (int64_t m = 0; m < inside; m++) {
+            tap[c * inside + m] = tap[m] + c * khw;
+            off[c * inside + m] = off[m] + c * cs;
+        }
+    return g->C * inside;
+}
+
+/* Output pixels [u0, u1) of the samples [n0, n0 + ns), from their group's xg: each pixel's
+ * K x BN results into acc (one kp x BN tile per pixel of a block), then the block written
+ * into y, a run of pixels per sample and kernel. */
+static void batch_pixels(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns, int64_t cs,
+                         const float *xg, const float *Ab, const float *bias, int64_t u0, int64_t u1,
+                         int64_t kc, int64_t *tap, int64_t *off, float *acc, float *y)
+{
+    const int64_t bm = lv->bm, bn = lv->bn, K = g->K, P = g->Ho * g->Wo;
+    const int64_t taps = g->C * g->kh * g->kw, kp = round_up(K, bm), tile = kp * bn;
+    pg_window last = {-1, -1, -1, -1};
+    int64_t nt = 0;
+    for (int64_t v0 = u0; v0 < u1; v0 += PIXEL_BLOCK) {
+        const int64_t nv = min64(PIXEL_BLOCK, u1 - v0);
+        for (int64_t v = 0; v < nv; v++) {
+            const int64_t u = v0 + v, i = u / g->Wo, j = u % g->Wo;
+            const pg_window w = pixel_window(g, i, j);
+            if (w.p0 != last.p0 || w.p1 != last.p1 || w.q0 != last.q0 || w.q1 != last.q1)
+                nt = window_taps(g, bn, cs, w, tap, off);   /* pixels inside share one list */
+            last = w;
+            /* the window's first cell; no tap is read when the window is empty */
+            const float *first = nt ? xg + ((i * g->sh - g->pt + w.p0 * g->dh) * g->W
+                                            + j * g->sw - g->pl + w.q0 * g->dw) * bn : xg;
+            float *out = acc + v * tile;
+            if (nt == 0)
+                memset(out, 0, (size_t)tile * sizeof(float));
+            for (int64_t t0 = 0; t0 < nt; t0 += kc)
+                for (int64_t m = 0; m < kp; m += bm)
+                    lv->batch(min64(kc, nt - t0), tap + t0, off + t0, Ab + m * taps, first, out + m * bn, t0 > 0);
+        }
+        for (int64_t k = 0; k < K; k++) {
+            const float add = bias ? bias[k] : 0.0f;
+            for (int64_t s = 0; s < ns; s++) {
+                float *row = y + ((n0 + s) * K + k) * P + v0;
+                for (int64_t v = 0; v < nv; v++)
+                    row[v] = acc[v * tile + k * bn + s] + add;
+            }
+        }
+    }
+}
+
+static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
+                         const float *bias, float *y, int threads)
+{
+    const int64_t bm = lv->bm, bn = lv->bn, taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
+    const int64_t kp = round_up(g->K, bm), cs = g->H * g->W * bn + 16;
+    const int64_t groups = (g->N + bn - 1) / bn;
+    /* input cells of one chunk of taps: half of L1 */
+    const int64_t kc = max64(16, cache_bytes(1) / 2 / (bn * (int64_t)sizeof(float)));
+    threads = usable_threads(threads);
+    const int64_t ranges = min64(P, (threads + groups - 1) / groups), items = groups * ranges;
+    float *Ab = malloc((size_t)(kp * taps) * sizeof(float));
+    if (!Ab)
+        return -1;
+    pack_weights(bm, g->K, taps, w, Ab);
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1 && items > 1) reduction(| : failed)
+#endif
+    {
+        const int64_t tid = thread_index(), nth = thread_total();
+        float *xg = scratch(S_GROUP, (size_t)(g->C * cs) * sizeof(float));
+        int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
+        float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
+        if (!xg || !list || !acc)
+            failed = 1;
+        int64_t gathered = -1;
+        for (int64_t i = items * tid / nth; !failed && i < items * (tid + 1) / nth; i++) {
+            const int64_t group = i / ranges, r = i % ranges;
+            const int64_t n0 = group * bn, ns = min64(bn, g->N - n0);
+            if (group != gathered)
+                gather_group(g, bn, n0, ns, cs, x, xg);
+            gathered = group;
+            batch_pixels(lv, g, n0, ns, cs, xg, Ab, bias, P * r / ranges, P * (r + 1) / ranges,
+                         kc, list, list + taps, acc, y);
+        }
+    }
+    free(Ab);
+    return failed ? -1 : 0;
+}
+
 int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
                const float *bias, float *y, int threads)
 {
+    if (pg_batch_applies(lv, g, threads))
+        return forward_batch(lv, g, x, w, bias, y, threads);
     const int64_t taps = g->C * g->kh * g->kw, kpad = round_up(g->K, lv->mr);
     const int64_t kc_max = tap_chunk(lv, taps);
     threads = usable_threads(threads);
@@ -641,7 +828,7 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
     if (!Ap)
         return -1;
     float *biasp = NULL;
-    pack_weights(lv, g->K, taps, w, Ap);
+    pack_weights(lv->mr, g->K, taps, w, Ap);
     if (bias) {
         biasp = Ap + kpad * taps;
         for (int64_t k = 0; k < kpad; k++)

@@ -34,6 +34,13 @@ typedef void (*pg_dot_fn)(int64_t ns, const float *a, int64_t a_step, const floa
 typedef void (*pg_pix_outer_fn)(int64_t ns, const float *a, int64_t a_step, const float *b,
                                 float *c, int64_t ldc);
 
+/* c[r*BN + j] = (accumulate ? c[r*BN + j] : 0) + sum over i < nt of a[tap[i]*BM + r] * b[off[i] + j]
+ * for r < BM kernels, j < BN samples: the forward with the batch in the vector lanes, a the
+ * weights in BM-row panels, b the input with BN samples per cell, tap/off the taps of one
+ * output pixel that land inside the image. */
+typedef void (*pg_batch_fn)(int64_t nt, const int64_t *tap, const int64_t *off, const float *a,
+                            const float *b, float *c, int accumulate);
+
 typedef struct {
     const char *name;   /* "avx512", "avx2", "portable" */
     int mr, nr;         /* outer-product tile: MR rows (kernels or taps) x NR pixels */
@@ -42,6 +49,8 @@ typedef struct {
     pg_dot_fn dot;
     int pm, pn;         /* pixel-outer tile: PM taps x PN kernels */
     pg_pix_outer_fn pix_outer;   /* the weight gradient's kernel where set, else dot */
+    int bm, bn;         /* batch tile: BM kernels x BN samples */
+    pg_batch_fn batch;  /* the forward with the batch in the lanes, where set */
 } pg_level;
 
 /* The levels (NULL functions where the level is not compiled on this architecture). */
@@ -76,5 +85,9 @@ int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, c
 
 /* Plan for these cache sizes (bytes; 0: the machine's), for tests. */
 void pg_set_cache_bytes(int64_t l1, int64_t l2);
+/* When the forward runs with the batch in the lanes: 0 by the rule (pg_batch_applies),
+ * 1 whenever the level has the kernel, -1 never; for tests. */
+void pg_set_batch_rule(int rule);
+int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads);
 
 #endif
