@@ -113,7 +113,9 @@ def test_geometry_matrix_against_kronecker(level, case, plan, request):
 
 
 # (N, C, H, W, K, kh, kw, stride, padding, dilation): sizes off the tiles (MR 4/8, NR
-# 16/24/32, dot tiles 4x2/4x4) and the blocks; single-pixel outputs
+# 16/24/32, dot tiles 4x2/4x4, pixel-outer tiles 6x16/24x16) and the blocks; single-pixel
+# outputs.  K = 16 and 47 fill the pixel-outer kernel's 16 lanes (its route for the
+# weight gradient), the other K take the dot route.
 SIZES = [
     (1, 1, 1, 1, 1, 1, 1, 1, 0, 1),            # one pixel, one tap
     (3, 7, 5, 5, 13, 5, 5, 1, 0, 1),           # single-pixel outputs, several samples
@@ -123,6 +125,7 @@ SIZES = [
     (2, 33, 9, 7, 17, 2, 3, 1, ((0, 1), (2, 0)), (2, 1)),
     (1, 3, 40, 45, 9, 3, 3, 1, 1, 1),          # N = 1, several bands on the machine's caches
     (19, 5, 11, 11, 16, 3, 3, 2, 1, 1),
+    (6, 5, 9, 8, 47, 3, 3, 1, 1, 1),           # 45 taps, 47 kernels: partial pixel-outer tiles
     (4, 64, 6, 6, 65, 1, 1, 1, 0, 1),          # 1x1
 ]
 

@@ -3,13 +3,21 @@
  *   outer: 8 x 32 tile (16 zmm accumulators): per tap, two 16-float loads of the
  *          packed pixels and 8 broadcasts of the packed weights, 16 FMAs.
  *   dot:   4 x 4 tile (16 zmm accumulators) along 32-pixel slivers, one horizontal
- *          sum per result at the end. */
+ *          sum per result at the end.
+ *   pix_outer: 24 taps x 16 kernels (24 zmm accumulators): per pixel, one 16-kernel load
+ *          of dY^T and 24 broadcasts of phi, 24 FMAs (the weight gradient).
+ *   batch: 8 kernels x 32 samples (16 zmm accumulators): per tap, two 16-sample loads of
+ *          the input through the tap's offset and 8 broadcasts of the weights. */
 #include "packed_gemm.h"
 
 #define MR 8
 #define NR 32
 #define DM 4
 #define DN 4
+#define PM 24
+#define PN 16
+#define BM 8
+#define BN 32
 
 #if defined(PG_EMULATE_AVX512)
 /* Tests only (tests/c/packed_gemm_check.c): SIMDe's portable AVX-512, so this kernel's
@@ -111,9 +119,56 @@ TARGET static void dot_avx512(int64_t ns, const float *a, int64_t a_step, const 
     }
 }
 
-const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, outer_avx512, dot_avx512, 0, 0, 0, 0, 0, 0};
+TARGET static void pix_outer_avx512(int64_t ns, const float *a, int64_t a_step, const float *b,
+                                    float *c, int64_t ldc)
+{
+    __m512 acc[PM];
+    for (int r = 0; r < PM; r++)
+        acc[r] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const float *as = a + s * a_step;
+        for (int p = 0; p < NR; p++) {
+            const __m512 b0 = _mm512_loadu_ps(b);
+#pragma GCC unroll 24
+            for (int r = 0; r < PM; r++)
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(as[r * NR + p]), b0, acc[r]);
+            b += PN;
+        }
+    }
+    float out[PM][PN];
+    for (int r = 0; r < PM; r++)
+        _mm512_storeu_ps(out[r], acc[r]);
+    for (int j = 0; j < PN; j++)
+        for (int r = 0; r < PM; r++)
+            c[j * ldc + r] += out[r][j];
+}
+
+TARGET static void batch_avx512(int64_t nt, const int64_t *tap, const int64_t *off, const float *a,
+                                const float *b, float *c, int accumulate)
+{
+    __m512 acc[BM][2];
+    for (int r = 0; r < BM; r++)
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nt; i++) {
+        const float *bi = b + off[i], *ai = a + tap[i] * BM;
+        const __m512 b0 = _mm512_loadu_ps(bi), b1 = _mm512_loadu_ps(bi + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < BM; r++) {
+            const __m512 ar = _mm512_set1_ps(ai[r]);
+            acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < BM; r++)
+        for (int v = 0; v < 2; v++) {
+            float *to = c + r * BN + 16 * v;
+            _mm512_storeu_ps(to, accumulate ? _mm512_add_ps(acc[r][v], _mm512_loadu_ps(to)) : acc[r][v]);
+        }
+}
+
+const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, outer_avx512, dot_avx512, PM, PN, pix_outer_avx512, BM, BN, batch_avx512};
 int pg_avx512_compiled(void) { return 1; }
 #else
-const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, 0, 0, 0, 0, 0, 0, 0, 0};
+const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, 0, 0, PM, PN, 0, BM, BN, 0};
 int pg_avx512_compiled(void) { return 0; }
 #endif

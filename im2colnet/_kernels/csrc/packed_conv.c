@@ -26,8 +26,8 @@
  *     the bias is added by the first.
  *   weight gradient: dY of the block is packed too, and the micro-kernel sums phi x dY
  *     along the pixels into the thread's partial (K, CKK): pix_outer (outer products of a
- *     pixel's taps and its kernels, dY^T in PN-kernel panels) where the level has it, else
- *     dot (dY in slivers Dp[s][k][NR]).
+ *     pixel's taps and its kernels, dY^T in PN-kernel panels) where the level has it and
+ *     the kernels fill its lanes, else dot (dY in slivers Dp[s][k][NR]).
  *   data gradient: dphi^T = A^T dY, MR taps at a time into a chunk buffer in sliver
  *     layout, then scatter-added into a zero-padded band (col2im, the adjoint of the
  *     packing), whose inside is added into dx.
@@ -849,10 +849,16 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 
 /* --------------------------------------------------------- weight gradient */
 
-/* The tile of the weight gradient's kernel: taps x kernels (pix_outer where the level has
- * it, else dot). */
-static int64_t tap_tile(const pg_level *lv) { return lv->pix_outer ? lv->pm : lv->dn; }
-static int64_t kernel_tile(const pg_level *lv) { return lv->pix_outer ? lv->pn : lv->dm; }
+/* The weight gradient's kernel: pix_outer where the level has it and the kernels fill its
+ * lanes (at most 1 in 9 idle: LeNet's 6 kernels in 16 lanes ran at half dot's speed), else dot. */
+static int by_pix_outer(const pg_level *lv, const pg_geom *g)
+{
+    return lv->pix_outer && 8 * round_up(g->K, lv->pn) <= 9 * g->K;
+}
+
+/* Its tile: taps x kernels. */
+static int64_t tap_tile(const pg_level *lv, const pg_geom *g) { return by_pix_outer(lv, g) ? lv->pm : lv->dn; }
+static int64_t kernel_tile(const pg_level *lv, const pg_geom *g) { return by_pix_outer(lv, g) ? lv->pn : lv->dm; }
 
 /* out[(k0 + j)*taps + t + r] += tile[j*ldt + r] for the kernels and taps inside K and kc. */
 static void add_tile(const float *tile, int64_t ldt, int64_t kernels, int64_t tps, float *out, int64_t taps)
@@ -866,7 +872,7 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
                          const float *dy, const float *x, float *out, double *bias, int64_t kc_max)
 {
     const int64_t taps = g->C * g->kh * g->kw;
-    const int64_t nr = lv->nr, tt = tap_tile(lv), kt = kernel_tile(lv), K = g->K, kp = round_up(K, kt);
+    const int64_t nr = lv->nr, tt = tap_tile(lv, g), kt = kernel_tile(lv, g), K = g->K, kp = round_up(K, kt);
     const int64_t kcp_max = round_up(kc_max, tt);
     pg_block b = get_block(g, lv, pl, index, g->C);
     float *pad = scratch(S_PAD, (size_t)(b.nb * b.cc * b.band_h * b.wp) * sizeof(float));
@@ -880,7 +886,8 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
     float tile[PG_MAX_NR * PG_MAX_MR];
     fill_pad(g, &b, x, 0, pad);
     make_runs(g, lv, &b, runs, first);
-    if (lv->pix_outer) {
+    const int pix = by_pix_outer(lv, g);
+    if (pix) {
         pack_dy_t(g, lv, &b, dy, first, runs, kp, Dp);
         if (bias)
             add_dy_t_sums(lv, &b, K, kp, Dp, bias);
@@ -901,7 +908,7 @@ static int weights_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
                 const int64_t ldc = full ? taps : tt;
                 if (!full)
                     memset(tile, 0, (size_t)(kt * tt) * sizeof(float));
-                if (lv->pix_outer)
+                if (pix)
                     lv->pix_outer(b.nsl, Bp + t * nr, kcp * nr, Dp + m * b.nsl * nr, c, ldc);
                 else
                     lv->dot(b.nsl, Dp + m * nr, kp * nr, Bp + t * nr, kcp * nr, c, ldc);
@@ -918,8 +925,8 @@ int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, c
     const int64_t taps = g->C * g->kh * g->kw;
     /* Short tap chunks and long blocks: each kernel call sums along many slivers before it
      * writes its tile.  The chunk's phi panel and dY's panel share the L2 budget. */
-    const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, tap_tile(lv)));
-    const int64_t per_col = (round_up(kc_max, tap_tile(lv)) + round_up(g->K, kernel_tile(lv))) * (int64_t)sizeof(float);
+    const int64_t kc_max = min64(tap_chunk(lv, taps), round_up(WEIGHTS_TAP_CHUNK, tap_tile(lv, g)));
+    const int64_t per_col = (round_up(kc_max, tap_tile(lv, g)) + round_up(g->K, kernel_tile(lv, g))) * (int64_t)sizeof(float);
     memset(partial, 0, (size_t)threads * g->K * taps * sizeof(float));
     if (bias_partial)
         memset(bias_partial, 0, (size_t)threads * g->K * sizeof(double));
