@@ -108,6 +108,35 @@ static int check(const pg_level *lv, const pg_geom *g, int threads)
     return bad;
 }
 
+/* The level's 16 x 16 transpose (where it has one) for every count of rows and columns read
+ * and written, into a buffer whose cells outside the written block must keep a marker. */
+static int check_transpose(const pg_level *lv)
+{
+    enum { STEP = 19, SIZE = 16 * STEP };
+    float from[SIZE], to[SIZE];
+    for (int i = 0; i < SIZE; i++)
+        from[i] = (float)(i + 1);
+    for (int fr = 0; fr <= 16; fr++)
+        for (int fc = 0; fc <= 16; fc++)
+            for (int tr = 0; tr <= 16; tr++)
+                for (int tc = 0; tc <= 16; tc++) {
+                    for (int i = 0; i < SIZE; i++)
+                        to[i] = -1.0f;
+                    lv->transpose(from, STEP, fr, fc, to, STEP, tr, tc, 0.5f);
+                    for (int j = 0; j < 16; j++)
+                        for (int i = 0; i < STEP; i++) {
+                            const float v = i < 16 && i < fr && j < fc ? from[i * STEP + j] : 0.0f;
+                            const float want = j < tr && i < tc ? v + 0.5f : -1.0f;
+                            if (to[j * STEP + i] != want) {
+                                printf("%s transpose: rows %d cols %d -> rows %d cols %d: [%d][%d] %g, not %g\n",
+                                       lv->name, fr, fc, tr, tc, j, i, to[j * STEP + i], want);
+                                return 1;
+                            }
+                        }
+                }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const int cases = argc > 1 ? atoi(argv[1]) : 300;
@@ -123,6 +152,8 @@ int main(int argc, char **argv)
             continue;
         }
 #endif
+        if (lv->transpose && check_transpose(lv))
+            return 1;
         state = 88172645463325252ULL;
         for (int n = 0; n < cases; n++) {
             pg_geom g;

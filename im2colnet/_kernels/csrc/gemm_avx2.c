@@ -159,9 +159,9 @@ TARGET static void batch_avx2(int64_t nt, const int64_t *tap, const int64_t *off
         }
 }
 
-const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, outer_avx2, dot_avx2, PM, PN, pix_outer_avx2, BM, BN, batch_avx2};
+const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, outer_avx2, dot_avx2, PM, PN, pix_outer_avx2, BM, BN, batch_avx2, 0};
 int pg_avx2_compiled(void) { return 1; }
 #else
-const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, 0, 0, PM, PN, 0, BM, BN, 0};
+const pg_level pg_level_avx2 = {"avx2", MR, NR, DM, DN, 0, 0, PM, PN, 0, BM, BN, 0, 0};
 int pg_avx2_compiled(void) { return 0; }
 #endif

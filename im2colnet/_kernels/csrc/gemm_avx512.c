@@ -7,7 +7,9 @@
  *   pix_outer: 24 taps x 16 kernels (24 zmm accumulators): per pixel, one 16-kernel load
  *          of dY^T and 24 broadcasts of phi, 24 FMAs (the weight gradient).
  *   batch: 8 kernels x 32 samples (16 zmm accumulators): per tap, two 16-sample loads of
- *          the input through the tap's offset and 8 broadcasts of the weights. */
+ *          the input through the tap's offset and 8 broadcasts of the weights.
+ *   transpose: a 16 x 16 block in registers (pairs, quads, then 128-bit blocks twice),
+ *          masked loads and stores at the edges. */
 #include "packed_gemm.h"
 
 #define MR 8
@@ -166,9 +168,55 @@ TARGET static void batch_avx512(int64_t nt, const int64_t *tap, const int64_t *o
         }
 }
 
-const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, outer_avx512, dot_avx512, PM, PN, pix_outer_avx512, BM, BN, batch_avx512};
+TARGET static void transpose_avx512(const float *from, int64_t from_step, int64_t from_rows,
+                                    int64_t from_cols, float *to, int64_t to_step, int64_t to_rows,
+                                    int64_t to_cols, float add)
+{
+    const __mmask16 load = (__mmask16)((1u << from_cols) - 1), store = (__mmask16)((1u << to_cols) - 1);
+    __m512 r[16], t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        r[i] = i < from_rows ? _mm512_maskz_loadu_ps(load, from + i * from_step) : _mm512_setzero_ps();
+    /* pairs: t[2q] = rows 2q, 2q+1 interleaved (columns 0,1 | 4,5 | ...), t[2q+1] the rest */
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* quads: r[4q + c] holds column c, c+4, c+8, c+12 of rows 4q..4q+3, a 128-bit block each */
+#pragma GCC unroll 4
+    for (int q = 0; q < 16; q += 4) {
+        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+    }
+    /* blocks of rows 0-7 (t[c], t[c + 4]) and 8-15 (t[c + 8], t[c + 12]): columns c, c+8 / c+4, c+12 */
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        t[c] = _mm512_shuffle_f32x4(r[c], r[c + 4], 0x88);
+        t[c + 4] = _mm512_shuffle_f32x4(r[c], r[c + 4], 0xdd);
+        t[c + 8] = _mm512_shuffle_f32x4(r[c + 8], r[c + 12], 0x88);
+        t[c + 12] = _mm512_shuffle_f32x4(r[c + 8], r[c + 12], 0xdd);
+    }
+    /* whole columns: r[c] and r[c + 8] from t[c], t[c + 8]; r[c + 4], r[c + 12] from t[c + 4], t[c + 12] */
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm512_shuffle_f32x4(t[c], t[c + 8], 0x88);
+        r[c + 8] = _mm512_shuffle_f32x4(t[c], t[c + 8], 0xdd);
+        r[c + 4] = _mm512_shuffle_f32x4(t[c + 4], t[c + 12], 0x88);
+        r[c + 12] = _mm512_shuffle_f32x4(t[c + 4], t[c + 12], 0xdd);
+    }
+    const __m512 addv = _mm512_set1_ps(add);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++)
+        if (j < to_rows)
+            _mm512_mask_storeu_ps(to + j * to_step, store, _mm512_add_ps(r[j], addv));
+}
+
+const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, outer_avx512, dot_avx512, PM, PN, pix_outer_avx512, BM, BN, batch_avx512, transpose_avx512};
 int pg_avx512_compiled(void) { return 1; }
 #else
-const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, 0, 0, PM, PN, 0, BM, BN, 0};
+const pg_level pg_level_avx512 = {"avx512", MR, NR, DM, DN, 0, 0, PM, PN, 0, BM, BN, 0, 0};
 int pg_avx512_compiled(void) { return 0; }
 #endif

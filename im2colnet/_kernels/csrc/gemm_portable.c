@@ -46,4 +46,4 @@ static void dot_portable(int64_t ns, const float *a, int64_t a_step, const float
         }
 }
 
-const pg_level pg_level_portable = {"portable", MR, NR, DM, DN, outer_portable, dot_portable, 0, 0, 0, 0, 0, 0};
+const pg_level pg_level_portable = {"portable", MR, NR, DM, DN, outer_portable, dot_portable, 0, 0, 0, 0, 0, 0, 0};

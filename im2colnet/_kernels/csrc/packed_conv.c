@@ -657,20 +657,22 @@ static int batch_rule;
 
 void pg_set_batch_rule(int rule) { batch_rule = rule; }
 
-/* Measured against the packed route (docs/performance.md): it wins where the packed route
- * loses most to packing and to the taps on the padding (outputs of 14x14 pixels or fewer, or
- * few taps), given whole lane groups and a group per thread (threads sharing one group each
- * gather all of it). */
+/* Measured against the packed route (docs/performance.md).  It needs whole lane groups and a
+ * group per thread (threads sharing one group each gather all of it), and at least 4 taps
+ * per kernel: each output cell costs a transposed write-out, where the packed route's
+ * packing is shared by all K kernels (3 channels into 64 kernels ran at half the speed).
+ * Without a vector transpose (AVX2), it wins only where the packed route loses most to
+ * packing and to the taps on the padding: outputs of 14x14 pixels or fewer, or few taps. */
 int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
 {
     if (!lv->batch || batch_rule < 0)
         return 0;
     if (batch_rule > 0)
         return 1;
-    const int64_t groups = (g->N + lv->bn - 1) / lv->bn;
+    const int64_t groups = (g->N + lv->bn - 1) / lv->bn, taps = g->C * g->kh * g->kw;
     const int lanes_full = g->N >= lv->bn && 8 * groups * lv->bn <= 9 * g->N;  /* 1 in 9 idle at most */
-    const int small = g->Ho * g->Wo <= 196 || g->C * g->kh * g->kw <= 32;
-    return lanes_full && groups >= usable_threads(threads) && small;
+    const int small = lv->transpose || g->Ho * g->Wo <= 196 || taps <= 32;
+    return lanes_full && groups >= usable_threads(threads) && taps >= 4 * g->K && small;
 }
 
 /* Output pixels go in blocks of PIXEL_BLOCK: the gather and the write-out move whole
@@ -679,14 +681,22 @@ int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
 #define PIXEL_BLOCK 16
 
 /* xg[c*cs + (h*W + w)*BN + s] = x[n0 + s, c, h, w] for s < ns, 0 for ns <= s < BN. */
-PACKING static void gather_group(const pg_geom *g, int64_t bn, int64_t n0, int64_t ns, int64_t cs,
-                                 const float *x, float *xg)
+PACKING static void gather_group(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns,
+                                 int64_t cs, const float *x, float *xg)
 {
-    const int64_t HW = g->H * g->W;
+    const int64_t HW = g->H * g->W, bn = lv->bn;
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t u0 = 0; u0 < HW; u0 += PIXEL_BLOCK) {
             const int64_t nu = min64(PIXEL_BLOCK, HW - u0);
             float *to = xg + c * cs + u0 * bn;
+            if (lv->transpose) {   /* 16 samples x 16 pixels at a time */
+                for (int64_t s0 = 0; s0 < bn; s0 += 16) {
+                    const int64_t rows = max64(0, min64(16, ns - s0));
+                    const float *from = rows ? x + ((n0 + s0) * g->C + c) * HW + u0 : x;
+                    lv->transpose(from, g->C * HW, rows, nu, to + s0, bn, nu, 16, 0.0f);
+                }
+                continue;
+            }
             for (int64_t s = 0; s < ns; s++) {
                 const float *from = x + ((n0 + s) * g->C + c) * HW + u0;
                 for (int64_t u = 0; u < nu; u++)
@@ -766,6 +776,12 @@ static void batch_pixels(const pg_level *lv, const pg_geom *g, int64_t n0, int64
         }
         for (int64_t k = 0; k < K; k++) {
             const float add = bias ? bias[k] : 0.0f;
+            if (lv->transpose) {   /* 16 pixels x 16 samples at a time */
+                for (int64_t s0 = 0; s0 < ns; s0 += 16)
+                    lv->transpose(acc + k * bn + s0, tile, nv, 16, y + ((n0 + s0) * K + k) * P + v0,
+                                  K * P, min64(16, ns - s0), nv, add);
+                continue;
+            }
             for (int64_t s = 0; s < ns; s++) {
                 float *row = y + ((n0 + s) * K + k) * P + v0;
                 for (int64_t v = 0; v < nv; v++)
@@ -805,7 +821,7 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
             const int64_t group = i / ranges, r = i % ranges;
             const int64_t n0 = group * bn, ns = min64(bn, g->N - n0);
             if (group != gathered)
-                gather_group(g, bn, n0, ns, cs, x, xg);
+                gather_group(lv, g, n0, ns, cs, x, xg);
             gathered = group;
             batch_pixels(lv, g, n0, ns, cs, xg, Ab, bias, P * r / ranges, P * (r + 1) / ranges,
                          kc, list, list + taps, acc, y);

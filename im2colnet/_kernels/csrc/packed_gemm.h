@@ -41,6 +41,14 @@ typedef void (*pg_pix_outer_fn)(int64_t ns, const float *a, int64_t a_step, cons
 typedef void (*pg_batch_fn)(int64_t nt, const int64_t *tap, const int64_t *off, const float *a,
                             const float *b, float *c, int accumulate);
 
+/* A 16 x 16 block transposed: to[j*to_step + i] = v[i][j] + add for j < to_rows, i < to_cols,
+ * where v[i][j] = from[i*from_step + j] for i < from_rows, j < from_cols, and 0 elsewhere
+ * (nothing outside those is read or written; all counts at most 16).  The batch route's
+ * gather (samples into the lanes) and write-out (back to NCHW). */
+typedef void (*pg_transpose_fn)(const float *from, int64_t from_step, int64_t from_rows,
+                                int64_t from_cols, float *to, int64_t to_step, int64_t to_rows,
+                                int64_t to_cols, float add);
+
 typedef struct {
     const char *name;   /* "avx512", "avx2", "portable" */
     int mr, nr;         /* outer-product tile: MR rows (kernels or taps) x NR pixels */
@@ -51,6 +59,7 @@ typedef struct {
     pg_pix_outer_fn pix_outer;   /* the weight gradient's kernel where set, else dot */
     int bm, bn;         /* batch tile: BM kernels x BN samples */
     pg_batch_fn batch;  /* the forward with the batch in the lanes, where set */
+    pg_transpose_fn transpose;   /* where set (BN a multiple of 16), else scalar loops */
 } pg_level;
 
 /* The levels (NULL functions where the level is not compiled on this architecture). */
