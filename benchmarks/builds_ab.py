@@ -18,8 +18,9 @@ import sys
 import time
 
 
-def child(case, threads, seconds):
-    """Loop one pass in this process (the build on sys.path); print its GFLOP/s."""
+def child(case, threads, seconds, batch_rule=0):
+    """Loop one pass in this process (the build on sys.path); print its GFLOP/s. batch_rule:
+    the packed kernel's batch-lanes forward by its rule (0), forced (1) or off (-1)."""
     import numpy as np
 
     import im2colnet.functional as F
@@ -30,6 +31,9 @@ def child(case, threads, seconds):
     name, pass_ = case.rsplit(":", 1)
     shape = SHAPES[name] if name in SHAPES else parse_shape(name)
     set_thread_count(threads)
+    if batch_rule:
+        from im2colnet._kernels import packed_conv
+        packed_conv._batch_rule(batch_rule)
     tensors = _layer_inputs(shape, np.float32, np.random.default_rng(0))
     fn = _conv_calls(F, shape, tensors)[pass_]   # the bench's own inputs and calls
     fn()
@@ -49,9 +53,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one child's loop")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-rule", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.cases[0], args.threads, args.seconds)
+        return child(args.cases[0], args.threads, args.seconds, args.batch_rule)
     builds = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
     rates = {(case, b): [] for case in args.cases for b in builds}
     for round_ in range(args.rounds):
