@@ -480,20 +480,34 @@ PACKING static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K
 }
 
 /* Dt[g][j][PN] = dy[n, g*PN + k, pixel of block column j] for k < PN (0 for kernels >= K and
- * columns >= ncols, up to nsl*NR): dY^T in PN-kernel panels, for pix_outer.  Written one
- * pixel's PN kernels at a time (a whole cache line of Dt), reading PN planes side by side. */
+ * columns >= ncols, up to nsl*NR): dY^T in PN-kernel panels, for pix_outer.  Written through
+ * the level's 16 x 16 transpose where it has one, else one pixel's PN kernels at a time (a
+ * whole cache line of Dt), reading PN planes side by side. */
 PACKING static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
                               const int64_t *first, const pg_run *runs, int64_t kpn, float *Dt)
 {
     const int64_t nr = lv->nr, pn = lv->pn, P = g->Ho * g->Wo, cols = b->nsl * nr;
+    const int by_transpose = lv->transpose && pn == 16;
     for (int64_t k0 = 0; k0 < kpn; k0 += pn) {
         const int64_t nk = min64(pn, g->K - k0);
         float *panel = Dt + k0 * cols;
         for (int64_t s = 0; s < b->nsl; s++)
             for (int64_t r = first[s]; r < first[s + 1]; r++) {
-                const float *from = dy + runs[r].out + k0 * P;
-                float *to = panel + (s * nr + runs[r].jj) * pn;
-                for (int64_t u = 0; u < runs[r].len; u++, to += pn) {
+                const int64_t jj = runs[r].jj, out = runs[r].out;
+                int64_t len = runs[r].len;
+                const float *from = dy + out + k0 * P;
+                float *to = panel + (s * nr + jj) * pn;
+                if (by_transpose) {
+                    /* runs that follow each other in dY and in the sliver (whole output rows) as one */
+                    for (; r + 1 < first[s + 1] && runs[r + 1].jj == jj + len && runs[r + 1].out == out + len; r++)
+                        len += runs[r + 1].len;
+                    for (int64_t u0 = 0; u0 < len; u0 += 16) {   /* 16 kernels x 16 pixels at a time */
+                        const int64_t n = min64(16, len - u0);
+                        lv->transpose(from + u0, P, nk, n, to + u0 * pn, pn, n, pn, 0.0f);
+                    }
+                    continue;
+                }
+                for (int64_t u = 0; u < len; u++, to += pn) {
                     for (int64_t k = 0; k < nk; k++)
                         to[k] = from[k * P + u];
                     for (int64_t k = nk; k < pn; k++)
