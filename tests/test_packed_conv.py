@@ -185,6 +185,31 @@ def test_batch_lanes_threads_agree_and_repeat_exactly(level, threads, batch_lane
     close(first, expected, "forward")
 
 
+
+def batch_route(N, C, H, W, K, k=3, stride=1, pad=1, threads=1):
+    Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    return packed_conv._batch_route((N, C, H, W), K, (k, k, stride, stride, 1, 1, pad, pad), Ho, Wo, threads)
+
+
+def test_batch_route_rule(level):
+    """The driver's rule for the batch-lanes forward: whole lane groups, a group per thread,
+    4 taps per kernel or more, the gathered group within 8 MiB (and, without the vector
+    transpose, small outputs or few taps)."""
+    t = packed_conv.tiles()
+    if not t["bn"]:
+        assert not batch_route(64, 128, 7, 7, 128)
+        return
+    assert batch_route(64, 128, 7, 7, 128, threads=2)            # vgg-7
+    assert batch_route(64, 6, 14, 14, 16, k=5, pad=0)            # LeNet-5 conv2
+    assert not batch_route(31, 128, 7, 7, 128)                   # fewer samples than lanes
+    assert not batch_route(40, 128, 7, 7, 128)                   # 24 of 64 lanes idle
+    assert not batch_route(32, 128, 7, 7, 128, threads=2)        # one group, two threads
+    assert not batch_route(64, 3, 32, 32, 64)                    # 27 taps for 64 kernels
+    assert not batch_route(64, 128, 14, 14, 1024)                # 1152 taps for 1024 kernels
+    assert not batch_route(64, 64, 224, 224, 64)                 # a group of 411 MB
+    assert not batch_route(64, 1024, 14, 14, 64)                 # a group of 26 MB
+    assert batch_route(64, 32, 28, 28, 32) == (level == "avx512")   # vgg-28: with the transpose
+
 def test_levels_agree_to_float32_rounding(threads):
     """What a machine without AVX-512 (or AVX2) runs gives the same results to rounding."""
     rng = np.random.default_rng(13)

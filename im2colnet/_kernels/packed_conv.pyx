@@ -24,6 +24,7 @@ cdef extern from "packed_gemm.h" nogil:
         int64_t N, C, H, W, K, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo
     void pg_set_cache_bytes(int64_t l1, int64_t l2)
     void pg_set_batch_rule(int rule)
+    int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
     int pg_best_level()
     const pg_level *pg_level_by_index(int index)
     int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
@@ -80,6 +81,14 @@ def _batch_rule(int rule=0):
     """When the forward runs with the batch in the vector lanes: 0 by the driver's rule, 1
     whenever the level has that kernel, -1 never: a test hook."""
     pg_set_batch_rule(rule)
+
+
+def _batch_route(tuple x_shape, Py_ssize_t K, tuple window, Py_ssize_t Ho, Py_ssize_t Wo,
+                 int threads):
+    """Whether the forward of this geometry (window as in forward()) takes the batch-lanes
+    route on the level in use: a test hook for the driver's rule."""
+    cdef pg_geom g = _geometry(x_shape[0], x_shape[1], x_shape[2], x_shape[3], K, window, Ho, Wo)
+    return bool(pg_batch_applies(pg_level_by_index(_level), &g, threads))
 
 
 def _level_from_environment():

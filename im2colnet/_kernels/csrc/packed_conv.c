@@ -671,12 +671,19 @@ static int batch_rule;
 
 void pg_set_batch_rule(int rule) { batch_rule = rule; }
 
+/* The scratch of one thread's gathered group: BN samples per cell, each channel padded by
+ * a cache line (its cs), and the bound the rule keeps it under. */
+#define BATCH_GROUP_BYTES ((int64_t)8 << 20)
+static int64_t group_channel_stride(const pg_level *lv, const pg_geom *g) { return g->H * g->W * lv->bn + 16; }
+static int64_t group_floats(const pg_level *lv, const pg_geom *g) { return g->C * group_channel_stride(lv, g); }
+
 /* Measured against the packed route (docs/performance.md).  It needs whole lane groups and a
  * group per thread (threads sharing one group each gather all of it), and at least 4 taps
  * per kernel: each output cell costs a transposed write-out, where the packed route's
  * packing is shared by all K kernels (3 channels into 64 kernels ran at half the speed).
  * Without a vector transpose (AVX2), it wins only where the packed route loses most to
- * packing and to the taps on the padding: outputs of 14x14 pixels or fewer, or few taps. */
+ * packing and to the taps on the padding: outputs of 14x14 pixels or fewer, or few taps.
+ * A thread's gathered group (the input of BN samples) is at most BATCH_GROUP_BYTES. */
 int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
 {
     if (!lv->batch || batch_rule < 0)
@@ -686,7 +693,8 @@ int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
     const int64_t groups = (g->N + lv->bn - 1) / lv->bn, taps = g->C * g->kh * g->kw;
     const int lanes_full = g->N >= lv->bn && 8 * groups * lv->bn <= 9 * g->N;  /* 1 in 9 idle at most */
     const int small = lv->transpose || g->Ho * g->Wo <= 196 || taps <= 32;
-    return lanes_full && groups >= usable_threads(threads) && taps >= 4 * g->K && small;
+    const int fits = group_floats(lv, g) <= BATCH_GROUP_BYTES / (int64_t)sizeof(float);
+    return lanes_full && groups >= usable_threads(threads) && taps >= 4 * g->K && small && fits;
 }
 
 /* Output pixels go in blocks of PIXEL_BLOCK: the gather and the write-out move whole
@@ -809,7 +817,7 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
                          const float *bias, float *y, int threads)
 {
     const int64_t bm = lv->bm, bn = lv->bn, taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
-    const int64_t kp = round_up(g->K, bm), cs = g->H * g->W * bn + 16;
+    const int64_t kp = round_up(g->K, bm), cs = group_channel_stride(lv, g);
     const int64_t groups = (g->N + bn - 1) / bn;
     /* input cells of one chunk of taps: half of L1 */
     const int64_t kc = max64(16, cache_bytes(1) / 2 / (bn * (int64_t)sizeof(float)));
@@ -825,7 +833,7 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
-        float *xg = scratch(S_GROUP, (size_t)(g->C * cs) * sizeof(float));
+        float *xg = scratch(S_GROUP, (size_t)group_floats(lv, g) * sizeof(float));
         int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
         float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
         if (!xg || !list || !acc)
