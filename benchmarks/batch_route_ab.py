@@ -10,12 +10,8 @@ medians of the rounds' GFLOP/s and their ratio, the figures behind pg_batch_appl
 (IM2COLNET_KERNEL picks the level).
 """
 import argparse
-import os
-import statistics
-import subprocess
-import sys
 
-AB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builds_ab.py")
+from builds_ab import alternate, report
 
 
 def main():
@@ -25,19 +21,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=0.8, help="length of one child's loop")
     args = parser.parse_args()
-    rates = {(case, rule): [] for case in args.cases for rule in (-1, 1)}
-    for round_ in range(args.rounds):
-        for case in args.cases:
-            for rule in ((-1, 1) if round_ % 2 == 0 else (1, -1)):
-                out = subprocess.run(
-                    [sys.executable, AB, "x", "x", case, "--child", "--threads", str(args.threads),
-                     "--seconds", str(args.seconds), "--batch-rule", str(rule)],
-                    capture_output=True, text=True, check=True)
-                rates[(case, rule)].append(float(out.stdout.split()[-1]))
-    print(f"{args.threads} thread(s), medians of {args.rounds} rounds, GFLOP/s")
-    for case in args.cases:
-        packed, batch = (statistics.median(rates[(case, r)]) for r in (-1, 1))
-        print(f"{case:36s} packed {packed:7.1f}  batch {batch:7.1f}  batch/packed {batch / packed:5.3f}")
+    variants = {"packed": (None, -1), "batch": (None, 1)}   # the route forced off, then on
+    medians = alternate(variants, args.cases, args.threads, args.rounds, args.seconds)
+    report(medians, args.cases, list(variants), args.threads, args.rounds)
 
 
 if __name__ == "__main__":

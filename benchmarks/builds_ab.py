@@ -44,6 +44,36 @@ def child(case, threads, seconds, batch_rule=0):
     print(shape.flops() * calls / (time.perf_counter() - start) / 1e9)
 
 
+def alternate(variants, cases, threads, rounds, seconds):
+    """{(case, label): median GFLOP/s} of the two variants {label: (build folder or None for
+    the build on this process's path, batch_rule)}: every round runs each case once per
+    variant, each in a child process of this script, the order swapped from round to round."""
+    labels = list(variants)
+    rates = {(case, label): [] for case in cases for label in labels}
+    for round_ in range(rounds):
+        for case in cases:
+            for label in (labels if round_ % 2 == 0 else labels[::-1]):
+                build, batch_rule = variants[label]
+                env = dict(os.environ, PYTHONPATH=build) if build else None
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "x", "x", case, "--child",
+                     "--threads", str(threads), "--seconds", str(seconds),
+                     "--batch-rule", str(batch_rule)],
+                    env=env, cwd=os.path.dirname(build) if build else None,
+                    capture_output=True, text=True, check=True)
+                rates[(case, label)].append(float(out.stdout.split()[-1]))
+    return {key: statistics.median(values) for key, values in rates.items()}
+
+
+def report(medians, cases, labels, threads, rounds):
+    """The table of alternate()'s medians: each case's two figures and their ratio."""
+    a, b = labels
+    print(f"{threads} thread(s), medians of {rounds} rounds, GFLOP/s")
+    for case in cases:
+        x, y = medians[(case, a)], medians[(case, b)]
+        print(f"{case:36s} {a} {x:7.1f}  {b} {y:7.1f}  {b}/{a} {y / x:5.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old")
@@ -57,22 +87,9 @@ def main():
     args = parser.parse_args()
     if args.child:
         return child(args.cases[0], args.threads, args.seconds, args.batch_rule)
-    builds = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
-    rates = {(case, b): [] for case in args.cases for b in builds}
-    for round_ in range(args.rounds):
-        for case in args.cases:
-            for label in (("old", "new") if round_ % 2 == 0 else ("new", "old")):
-                env = dict(os.environ, PYTHONPATH=builds[label])
-                out = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), "x", "x", case, "--child",
-                     "--threads", str(args.threads), "--seconds", str(args.seconds)],
-                    env=env, cwd=os.path.dirname(builds[label]), capture_output=True,
-                    text=True, check=True)
-                rates[(case, label)].append(float(out.stdout.split()[-1]))
-    print(f"{args.threads} thread(s), medians of {args.rounds} rounds, GFLOP/s")
-    for case in args.cases:
-        old, new = (statistics.median(rates[(case, b)]) for b in ("old", "new"))
-        print(f"{case:36s} old {old:7.1f}  new {new:7.1f}  new/old {new / old:5.3f}")
+    variants = {"old": (os.path.abspath(args.old), 0), "new": (os.path.abspath(args.new), 0)}
+    medians = alternate(variants, args.cases, args.threads, args.rounds, args.seconds)
+    report(medians, args.cases, list(variants), args.threads, args.rounds)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,6 @@ def test_batch_lanes_threads_agree_and_repeat_exactly(level, threads, batch_lane
     close(first, expected, "forward")
 
 
-
 def batch_route(N, C, H, W, K, k=3, stride=1, pad=1, threads=1):
     Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
     return packed_conv._batch_route((N, C, H, W), K, (k, k, stride, stride, 1, 1, pad, pad), Ho, Wo, threads)
@@ -209,6 +208,7 @@ def test_batch_route_rule(level):
     assert not batch_route(64, 64, 224, 224, 64)                 # a group of 411 MB
     assert not batch_route(64, 1024, 14, 14, 64)                 # a group of 26 MB
     assert batch_route(64, 32, 28, 28, 32) == (level == "avx512")   # vgg-28: with the transpose
+
 
 def test_levels_agree_to_float32_rounding(threads):
     """What a machine without AVX-512 (or AVX2) runs gives the same results to rounding."""

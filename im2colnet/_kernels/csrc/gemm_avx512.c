@@ -168,6 +168,18 @@ TARGET static void batch_avx512(int64_t nt, const int64_t *tap, const int64_t *o
         }
 }
 
+/* For each pair (i, i + d) with bit d of i clear: to[i] = blocks 0, 2 of from[i] and blocks
+ * 0, 2 of from[i + d]; to[i + d] = their blocks 1, 3 (the 128-bit rounds of the transpose). */
+TARGET static inline void pair_blocks(const __m512 *from, int d, __m512 *to)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & d)) {
+            to[i] = _mm512_shuffle_f32x4(from[i], from[i + d], 0x88);
+            to[i + d] = _mm512_shuffle_f32x4(from[i], from[i + d], 0xdd);
+        }
+}
+
 TARGET static void transpose_avx512(const float *from, int64_t from_step, int64_t from_rows,
                                     int64_t from_cols, float *to, int64_t to_step, int64_t to_rows,
                                     int64_t to_cols, float add)
@@ -191,22 +203,10 @@ TARGET static void transpose_avx512(const float *from, int64_t from_step, int64_
         r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
         r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
     }
-    /* blocks of rows 0-7 (t[c], t[c + 4]) and 8-15 (t[c + 8], t[c + 12]): columns c, c+8 / c+4, c+12 */
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        t[c] = _mm512_shuffle_f32x4(r[c], r[c + 4], 0x88);
-        t[c + 4] = _mm512_shuffle_f32x4(r[c], r[c + 4], 0xdd);
-        t[c + 8] = _mm512_shuffle_f32x4(r[c + 8], r[c + 12], 0x88);
-        t[c + 12] = _mm512_shuffle_f32x4(r[c + 8], r[c + 12], 0xdd);
-    }
-    /* whole columns: r[c] and r[c + 8] from t[c], t[c + 8]; r[c + 4], r[c + 12] from t[c + 4], t[c + 12] */
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        r[c] = _mm512_shuffle_f32x4(t[c], t[c + 8], 0x88);
-        r[c + 8] = _mm512_shuffle_f32x4(t[c], t[c + 8], 0xdd);
-        r[c + 4] = _mm512_shuffle_f32x4(t[c + 4], t[c + 12], 0x88);
-        r[c + 12] = _mm512_shuffle_f32x4(t[c + 4], t[c + 12], 0xdd);
-    }
+    /* 128-bit blocks, twice: rows 0-7 and 8-15 hold columns c, c+8 / c+4, c+12 (pairs 4
+     * apart), then whole columns (pairs 8 apart) */
+    pair_blocks(r, 4, t);
+    pair_blocks(t, 8, r);
     const __m512 addv = _mm512_set1_ps(add);
 #pragma GCC unroll 16
     for (int j = 0; j < 16; j++)
