@@ -167,8 +167,9 @@ def test_thread_counts_agree_and_repeat_exactly(level, threads, small_caches, co
 @pytest.mark.parametrize("count", [1, 2, 3])
 @pytest.mark.parametrize("n", [1, 33, 64, 70])
 def test_batch_lanes_threads_agree_and_repeat_exactly(level, threads, batch_lanes, count, n):
-    """The batch-lanes forward on 1-3 threads, with one lane group split into pixel ranges
-    (n = 1), a partial last group (33, 70) and whole groups (64): right results, and
+    """The batch-lanes forward on 1-3 threads: groups that the threads share (a share of the
+    channels gathered, a share of the pixels computed each; n = 1, 33 and 64 on 3 threads, the
+    third group of 70 on 2), a partial last group (33, 70) and whole groups (64): right results, and
     bit-identical from run to run; the same as one thread (a sum's order does not depend
     on the split)."""
     threads(count)
@@ -185,24 +186,24 @@ def test_batch_lanes_threads_agree_and_repeat_exactly(level, threads, batch_lane
     close(first, expected, "forward")
 
 
-def batch_route(N, C, H, W, K, k=3, stride=1, pad=1, threads=1):
+def batch_route(N, C, H, W, K, k=3, stride=1, pad=1):
     Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
-    return packed_conv._batch_route((N, C, H, W), K, (k, k, stride, stride, 1, 1, pad, pad), Ho, Wo, threads)
+    return packed_conv._batch_route((N, C, H, W), K, (k, k, stride, stride, 1, 1, pad, pad), Ho, Wo)
 
 
 def test_batch_route_rule(level):
-    """The driver's rule for the batch-lanes forward: whole lane groups, a group per thread,
-    4 taps per kernel or more, the gathered group within 8 MiB (and, without the vector
-    transpose, small outputs or few taps)."""
+    """The driver's rule for the batch-lanes forward: whole lane groups (on any thread
+    count), 4 taps per kernel or more, the gathered group within 8 MiB (and, without the
+    vector transpose, small outputs or few taps)."""
     t = packed_conv.tiles()
     if not t["bn"]:
         assert not batch_route(64, 128, 7, 7, 128)
         return
-    assert batch_route(64, 128, 7, 7, 128, threads=2)            # vgg-7
+    assert batch_route(64, 128, 7, 7, 128)                       # vgg-7
     assert batch_route(64, 6, 14, 14, 16, k=5, pad=0)            # LeNet-5 conv2
     assert not batch_route(31, 128, 7, 7, 128)                   # fewer samples than lanes
     assert not batch_route(40, 128, 7, 7, 128)                   # 24 of 64 lanes idle
-    assert not batch_route(32, 128, 7, 7, 128, threads=2)        # one group, two threads
+    assert batch_route(32, 128, 7, 7, 128)                       # one group (shared by the threads)
     assert not batch_route(64, 3, 32, 32, 64)                    # 27 taps for 64 kernels
     assert not batch_route(64, 128, 14, 14, 1024)                # 1152 taps for 1024 kernels
     assert not batch_route(64, 64, 224, 224, 64)                 # a group of 411 MB

@@ -24,7 +24,7 @@ cdef extern from "packed_gemm.h" nogil:
         int64_t N, C, H, W, K, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo
     void pg_set_cache_bytes(int64_t l1, int64_t l2)
     void pg_set_batch_rule(int rule)
-    int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
+    int pg_batch_applies(const pg_level *lv, const pg_geom *g)
     int pg_best_level()
     const pg_level *pg_level_by_index(int index)
     int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
@@ -83,12 +83,11 @@ def _batch_rule(int rule=0):
     pg_set_batch_rule(rule)
 
 
-def _batch_route(tuple x_shape, Py_ssize_t K, tuple window, Py_ssize_t Ho, Py_ssize_t Wo,
-                 int threads):
+def _batch_route(tuple x_shape, Py_ssize_t K, tuple window, Py_ssize_t Ho, Py_ssize_t Wo):
     """Whether the forward of this geometry (window as in forward()) takes the batch-lanes
     route on the level in use: a test hook for the driver's rule."""
     cdef pg_geom g = _geometry(x_shape[0], x_shape[1], x_shape[2], x_shape[3], K, window, Ho, Wo)
-    return bool(pg_batch_applies(pg_level_by_index(_level), &g, threads))
+    return bool(pg_batch_applies(pg_level_by_index(_level), &g))
 
 
 def _level_from_environment():

@@ -664,8 +664,9 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
  * and nothing but the weights is packed.  The list is cut into chunks whose input cells
  * fit L1; each chunk runs every BM rows of kernels, accumulating into a BM x BN tile per
  * row block, and the pixel's K x BN results are written out with the bias at the end.
- * Threads: work items are (sample group, range of output pixels), one contiguous run of
- * items per thread; items write disjoint outputs. */
+ * Threads: a run of whole groups each, as many groups per thread as divide evenly; the
+ * rest are taken by all threads in turn, a share of a group's channels gathered into the
+ * calling thread's xg, then a share of its output pixels (disjoint outputs either way). */
 
 static int batch_rule;
 
@@ -677,14 +678,14 @@ void pg_set_batch_rule(int rule) { batch_rule = rule; }
 static int64_t group_channel_stride(const pg_level *lv, const pg_geom *g) { return g->H * g->W * lv->bn + 16; }
 static int64_t group_floats(const pg_level *lv, const pg_geom *g) { return g->C * group_channel_stride(lv, g); }
 
-/* Measured against the packed route (docs/performance.md).  It needs whole lane groups and a
- * group per thread (threads sharing one group each gather all of it), and at least 4 taps
+/* Measured against the packed route (docs/performance.md).  It needs whole lane groups (the
+ * threads share a group where there are fewer than them), and at least 4 taps
  * per kernel: each output cell costs a transposed write-out, where the packed route's
  * packing is shared by all K kernels (3 channels into 64 kernels ran at half the speed).
  * Without a vector transpose (AVX2), it wins only where the packed route loses most to
  * packing and to the taps on the padding: outputs of 14x14 pixels or fewer, or few taps.
  * A thread's gathered group (the input of BN samples) is at most BATCH_GROUP_BYTES. */
-int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
+int pg_batch_applies(const pg_level *lv, const pg_geom *g)
 {
     if (!lv->batch || batch_rule < 0)
         return 0;
@@ -694,7 +695,7 @@ int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
     const int lanes_full = g->N >= lv->bn && 8 * groups * lv->bn <= 9 * g->N;  /* 1 in 9 idle at most */
     const int small = lv->transpose || g->Ho * g->Wo <= 196 || taps <= 32;
     const int fits = group_floats(lv, g) <= BATCH_GROUP_BYTES / (int64_t)sizeof(float);
-    return lanes_full && groups >= usable_threads(threads) && taps >= 4 * g->K && small && fits;
+    return lanes_full && taps >= 4 * g->K && small && fits;
 }
 
 /* Output pixels go in blocks of PIXEL_BLOCK: the gather and the write-out move whole
@@ -702,12 +703,13 @@ int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads)
  * writing the BN samples of one pixel at a time would crowd a single L1 set). */
 #define PIXEL_BLOCK 16
 
-/* xg[c*cs + (h*W + w)*BN + s] = x[n0 + s, c, h, w] for s < ns, 0 for ns <= s < BN. */
+/* xg[c*cs + (h*W + w)*BN + s] = x[n0 + s, c, h, w] for s < ns, 0 for ns <= s < BN, and
+ * the channels c0 <= c < c1. */
 PACKING static void gather_group(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns,
-                                 int64_t cs, const float *x, float *xg)
+                                 int64_t cs, int64_t c0, int64_t c1, const float *x, float *xg)
 {
     const int64_t HW = g->H * g->W, bn = lv->bn;
-    for (int64_t c = 0; c < g->C; c++)
+    for (int64_t c = c0; c < c1; c++)
         for (int64_t u0 = 0; u0 < HW; u0 += PIXEL_BLOCK) {
             const int64_t nu = min64(PIXEL_BLOCK, HW - u0);
             float *to = xg + c * cs + u0 * bn;
@@ -819,34 +821,50 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
     const int64_t bm = lv->bm, bn = lv->bn, taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
     const int64_t kp = round_up(g->K, bm), cs = group_channel_stride(lv, g);
     const int64_t groups = (g->N + bn - 1) / bn;
+    const size_t group_bytes = (size_t)group_floats(lv, g) * sizeof(float);
     /* input cells of one chunk of taps: half of L1 */
     const int64_t kc = max64(16, cache_bytes(1) / 2 / (bn * (int64_t)sizeof(float)));
     threads = usable_threads(threads);
-    const int64_t ranges = min64(P, (threads + groups - 1) / groups), items = groups * ranges;
+    /* groups [0, own): a run of whole groups per thread; the rest (fewer than the threads)
+     * taken by all threads in turn, into the calling thread's xg */
+    const int64_t own = groups / threads * threads;
+    float *shared_xg = scratch(S_GROUP, group_bytes);
     float *Ab = malloc((size_t)(kp * taps) * sizeof(float));
-    if (!Ab)
+    if (!Ab || !shared_xg) {
+        free(Ab);
         return -1;
+    }
     pack_weights(bm, g->K, taps, w, Ab);
     int failed = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1 && items > 1) reduction(| : failed)
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
-        float *xg = scratch(S_GROUP, (size_t)group_floats(lv, g) * sizeof(float));
+        float *xg = scratch(S_GROUP, group_bytes);
         int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
         float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
-        if (!xg || !list || !acc)
-            failed = 1;
-        int64_t gathered = -1;
-        for (int64_t i = items * tid / nth; !failed && i < items * (tid + 1) / nth; i++) {
-            const int64_t group = i / ranges, r = i % ranges;
+        failed = !xg || !list || !acc;
+        for (int64_t group = own * tid / nth; !failed && group < own * (tid + 1) / nth; group++) {
             const int64_t n0 = group * bn, ns = min64(bn, g->N - n0);
-            if (group != gathered)
-                gather_group(lv, g, n0, ns, cs, x, xg);
-            gathered = group;
-            batch_pixels(lv, g, n0, ns, cs, xg, Ab, bias, P * r / ranges, P * (r + 1) / ranges,
-                         kc, list, list + taps, acc, y);
+            gather_group(lv, g, n0, ns, cs, 0, g->C, x, xg);
+            batch_pixels(lv, g, n0, ns, cs, xg, Ab, bias, 0, P, kc, list, list + taps, acc, y);
+        }
+        /* a share of the group's channels gathered, then a share of its pixels computed;
+         * every thread meets both barriers, also one without scratch */
+        for (int64_t group = own; group < groups; group++) {
+            const int64_t n0 = group * bn, ns = min64(bn, g->N - n0);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            if (!failed)
+                gather_group(lv, g, n0, ns, cs, g->C * tid / nth, g->C * (tid + 1) / nth, x, shared_xg);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            if (!failed)
+                batch_pixels(lv, g, n0, ns, cs, shared_xg, Ab, bias, P * tid / nth, P * (tid + 1) / nth,
+                             kc, list, list + taps, acc, y);
         }
     }
     free(Ab);
@@ -856,7 +874,7 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
 int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
                const float *bias, float *y, int threads)
 {
-    if (pg_batch_applies(lv, g, threads))
+    if (pg_batch_applies(lv, g))
         return forward_batch(lv, g, x, w, bias, y, threads);
     const int64_t taps = g->C * g->kh * g->kw, kpad = round_up(g->K, lv->mr);
     const int64_t kc_max = tap_chunk(lv, taps);

@@ -97,6 +97,6 @@ void pg_set_cache_bytes(int64_t l1, int64_t l2);
 /* When the forward runs with the batch in the lanes: 0 by the rule (pg_batch_applies),
  * 1 whenever the level has the kernel, -1 never; for tests. */
 void pg_set_batch_rule(int rule);
-int pg_batch_applies(const pg_level *lv, const pg_geom *g, int threads);
+int pg_batch_applies(const pg_level *lv, const pg_geom *g);
 
 #endif
