@@ -907,10 +907,14 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 /* --------------------------------------------------------- weight gradient */
 
 /* The weight gradient's kernel: pix_outer where the level has it and the kernels fill its
- * lanes (at most 1 in 9 idle: LeNet's 6 kernels in 16 lanes ran at half dot's speed), else dot. */
+ * lanes (at most 1 in 9 idle: LeNet's 6 kernels in 16 lanes ran at half dot's speed) and the
+ * taps its rows (at most 1 in 4 idle: a first layer's 27 taps in 48 rows ran at 0.7 of dot's
+ * speed, 9 taps in 24 at 0.86; 18 in 24 at 1.06), else dot. */
 static int by_pix_outer(const pg_level *lv, const pg_geom *g)
 {
-    return lv->pix_outer && 8 * round_up(g->K, lv->pn) <= 9 * g->K;
+    const int64_t taps = g->C * g->kh * g->kw;
+    return lv->pix_outer && 8 * round_up(g->K, lv->pn) <= 9 * g->K
+           && 3 * round_up(taps, lv->pm) <= 4 * taps;
 }
 
 /* Its tile: taps x kernels. */
