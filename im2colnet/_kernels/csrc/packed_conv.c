@@ -537,23 +537,32 @@ PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t
     }
 }
 
-/* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels. */
-static void pack_weights(int64_t mr, int64_t K, int64_t taps, const float *w, float *Ap)
+/* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels, of which
+ * this thread packs its share (the caller's threads meet at a barrier after it). */
+static void pack_weights(int64_t mr, int64_t K, int64_t taps, const float *w, float *Ap,
+                         int64_t tid, int64_t nth)
 {
-    for (int64_t m = 0; m < K; m += mr)
+    const int64_t panels = (K + mr - 1) / mr;
+    for (int64_t m = panels * tid / nth * mr; m < panels * (tid + 1) / nth * mr; m += mr) {
+        float *to = Ap + m * taps;
         for (int64_t t = 0; t < taps; t++)
             for (int64_t r = 0; r < mr; r++)
-                *Ap++ = m + r < K ? w[(m + r) * taps + t] : 0.0f;
+                *to++ = m + r < K ? w[(m + r) * taps + t] : 0.0f;
+    }
 }
 
-/* At[m][k][MR] = w[k, m*MR + r] (0 for taps >= CKK): the transposed weights in MR-tap panels. */
-static void pack_weights_t(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *At)
+/* At[m][k][MR] = w[k, m*MR + r] (0 for taps >= CKK): the transposed weights in MR-tap
+ * panels, of which this thread packs its share (as pack_weights). */
+static void pack_weights_t(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *At,
+                           int64_t tid, int64_t nth)
 {
-    const int64_t mr = lv->mr;
-    for (int64_t m = 0; m < taps; m += mr)
+    const int64_t mr = lv->mr, panels = (taps + mr - 1) / mr;
+    for (int64_t m = panels * tid / nth * mr; m < panels * (tid + 1) / nth * mr; m += mr) {
+        float *to = At + m * K;
         for (int64_t k = 0; k < K; k++)
             for (int64_t r = 0; r < mr; r++)
-                *At++ = m + r < taps ? w[k * taps + m + r] : 0.0f;
+                *to++ = m + r < taps ? w[k * taps + m + r] : 0.0f;
+    }
 }
 
 /* The threads the work runs on: 1 without OpenMP. */
@@ -835,13 +844,16 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
         free(Ab);
         return -1;
     }
-    pack_weights(bm, g->K, taps, w, Ab);
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
+        pack_weights(bm, g->K, taps, w, Ab, tid, nth);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
         float *xg = scratch(S_GROUP, group_bytes);
         int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
         float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
@@ -885,7 +897,6 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
     if (!Ap)
         return -1;
     float *biasp = NULL;
-    pack_weights(lv->mr, g->K, taps, w, Ap);
     if (bias) {
         biasp = Ap + kpad * taps;
         for (int64_t k = 0; k < kpad; k++)
@@ -897,6 +908,10 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
+        pack_weights(lv->mr, g->K, taps, w, Ap, tid, nth);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
         for (int64_t i = pl.count * tid / nth; i < pl.count * (tid + 1) / nth; i++)
             failed |= forward_block(lv, g, &pl, i, x, Ap, biasp, y, kc_max) != 0;
     }
@@ -1071,13 +1086,16 @@ int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, cons
     float *At = malloc((size_t)(tpad * g->K) * sizeof(float));
     if (!At)
         return -1;
-    pack_weights_t(lv, g->K, taps, w, At);
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1) reduction(| : failed)
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
+        pack_weights_t(lv, g->K, taps, w, At, tid, nth);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
         for (int64_t i = tasks * tid / nth; i < tasks * (tid + 1) / nth; i++) {
             const int64_t unit = i / splits, part = i % splits;
             const int64_t c0 = g->C * part / splits, c1 = g->C * (part + 1) / splits;
