@@ -537,8 +537,9 @@ PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t
     }
 }
 
-/* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels, of which
- * this thread packs its share (the caller's threads meet at a barrier after it). */
+/* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels.  Called by
+ * every thread of a parallel region: thread tid of nth packs its share of the panels, then
+ * waits at a barrier until all of them are packed. */
 static void pack_weights(int64_t mr, int64_t K, int64_t taps, const float *w, float *Ap,
                          int64_t tid, int64_t nth)
 {
@@ -549,10 +550,13 @@ static void pack_weights(int64_t mr, int64_t K, int64_t taps, const float *w, fl
             for (int64_t r = 0; r < mr; r++)
                 *to++ = m + r < K ? w[(m + r) * taps + t] : 0.0f;
     }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
 }
 
 /* At[m][k][MR] = w[k, m*MR + r] (0 for taps >= CKK): the transposed weights in MR-tap
- * panels, of which this thread packs its share (as pack_weights). */
+ * panels, a share per thread and then a barrier (as pack_weights). */
 static void pack_weights_t(const pg_level *lv, int64_t K, int64_t taps, const float *w, float *At,
                            int64_t tid, int64_t nth)
 {
@@ -563,6 +567,9 @@ static void pack_weights_t(const pg_level *lv, int64_t K, int64_t taps, const fl
             for (int64_t r = 0; r < mr; r++)
                 *to++ = m + r < taps ? w[k * taps + m + r] : 0.0f;
     }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
 }
 
 /* The threads the work runs on: 1 without OpenMP. */
@@ -851,9 +858,6 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
     {
         const int64_t tid = thread_index(), nth = thread_total();
         pack_weights(bm, g->K, taps, w, Ab, tid, nth);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
         float *xg = scratch(S_GROUP, group_bytes);
         int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
         float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
@@ -909,9 +913,6 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
     {
         const int64_t tid = thread_index(), nth = thread_total();
         pack_weights(lv->mr, g->K, taps, w, Ap, tid, nth);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
         for (int64_t i = pl.count * tid / nth; i < pl.count * (tid + 1) / nth; i++)
             failed |= forward_block(lv, g, &pl, i, x, Ap, biasp, y, kc_max) != 0;
     }
@@ -1093,9 +1094,6 @@ int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, cons
     {
         const int64_t tid = thread_index(), nth = thread_total();
         pack_weights_t(lv, g->K, taps, w, At, tid, nth);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
         for (int64_t i = tasks * tid / nth; i < tasks * (tid + 1) / nth; i++) {
             const int64_t unit = i / splits, part = i % splits;
             const int64_t c0 = g->C * part / splits, c1 = g->C * (part + 1) / splits;
