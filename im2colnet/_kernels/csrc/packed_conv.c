@@ -681,9 +681,13 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
  * and nothing but the weights is packed.  The list is cut into chunks whose input cells
  * fit L1; each chunk runs every BM rows of kernels, accumulating into a BM x BN tile per
  * row block, and the pixel's K x BN results are written out with the bias at the end.
- * Threads: a run of whole groups each, as many groups per thread as divide evenly; the
- * rest are taken by all threads in turn, a share of a group's channels gathered into the
- * calling thread's xg, then a share of its output pixels (disjoint outputs either way). */
+ * Threads: groups in rounds of one per thread (fewer in the last round, each then shared
+ * by a team of threads).  Each thread gathers its group (or its share of the channels) into
+ * its team's buffer; after a barrier, the round's work is taken in units of a pixel block
+ * times BM kernels, each thread from its own group's front or another's back, so that a
+ * thread slowed down (a busy core, an interrupt) is helped at the end instead of waited
+ * for.  Every output cell is computed by one thread by the same arithmetic: the same
+ * result on every run. */
 
 static int batch_rule;
 
@@ -786,50 +790,83 @@ static int64_t window_taps(const pg_geom *g, int64_t bn, int64_t cs, pg_window v
     return g->C * inside;
 }
 
-/* Output pixels [u0, u1) of the samples [n0, n0 + ns), from their group's xg: each pixel's
- * K x BN results into acc (one kp x BN tile per pixel of a block), then the block written
- * into y, a run of pixels per sample and kernel. */
+/* Output pixels [u0, u1) (at most PIXEL_BLOCK) of the samples [n0, n0 + ns), kernels
+ * [k0, k1) (multiples of BM, or K), from their group's xg: each pixel's results into acc
+ * (one kp x BN tile per pixel of the block), then written into y, a run of pixels per
+ * sample and kernel. */
 static void batch_pixels(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns, int64_t cs,
                          const float *xg, const float *Ab, const float *bias, int64_t u0, int64_t u1,
-                         int64_t kc, int64_t *tap, int64_t *off, float *acc, float *y)
+                         int64_t k0, int64_t k1, int64_t kc, int64_t *tap, int64_t *off, float *acc,
+                         float *y)
 {
     const int64_t bm = lv->bm, bn = lv->bn, K = g->K, P = g->Ho * g->Wo;
     const int64_t taps = g->C * g->kh * g->kw, kp = round_up(K, bm), tile = kp * bn;
+    const int64_t nv = u1 - u0;
     pg_window last = {-1, -1, -1, -1};
     int64_t nt = 0;
-    for (int64_t v0 = u0; v0 < u1; v0 += PIXEL_BLOCK) {
-        const int64_t nv = min64(PIXEL_BLOCK, u1 - v0);
-        for (int64_t v = 0; v < nv; v++) {
-            const int64_t u = v0 + v, i = u / g->Wo, j = u % g->Wo;
-            const pg_window w = pixel_window(g, i, j);
-            if (w.p0 != last.p0 || w.p1 != last.p1 || w.q0 != last.q0 || w.q1 != last.q1)
-                nt = window_taps(g, bn, cs, w, tap, off);   /* pixels inside share one list */
-            last = w;
-            /* the window's first cell; no tap is read when the window is empty */
-            const float *first = nt ? xg + ((i * g->sh - g->pt + w.p0 * g->dh) * g->W
-                                            + j * g->sw - g->pl + w.q0 * g->dw) * bn : xg;
-            float *out = acc + v * tile;
-            if (nt == 0)
-                memset(out, 0, (size_t)tile * sizeof(float));
-            for (int64_t t0 = 0; t0 < nt; t0 += kc)
-                for (int64_t m = 0; m < kp; m += bm)
-                    lv->batch(min64(kc, nt - t0), tap + t0, off + t0, Ab + m * taps, first, out + m * bn, t0 > 0);
+    for (int64_t v = 0; v < nv; v++) {
+        const int64_t u = u0 + v, i = u / g->Wo, j = u % g->Wo;
+        const pg_window w = pixel_window(g, i, j);
+        if (w.p0 != last.p0 || w.p1 != last.p1 || w.q0 != last.q0 || w.q1 != last.q1)
+            nt = window_taps(g, bn, cs, w, tap, off);   /* pixels inside share one list */
+        last = w;
+        /* the window's first cell; no tap is read when the window is empty */
+        const float *first = nt ? xg + ((i * g->sh - g->pt + w.p0 * g->dh) * g->W
+                                        + j * g->sw - g->pl + w.q0 * g->dw) * bn : xg;
+        float *out = acc + v * tile;
+        if (nt == 0)
+            memset(out + k0 * bn, 0, (size_t)((round_up(k1, bm) - k0) * bn) * sizeof(float));
+        for (int64_t t0 = 0; t0 < nt; t0 += kc)
+            for (int64_t m = k0; m < k1; m += bm)
+                lv->batch(min64(kc, nt - t0), tap + t0, off + t0, Ab + m * taps, first, out + m * bn, t0 > 0);
+    }
+    for (int64_t k = k0; k < min64(k1, K); k++) {
+        const float add = bias ? bias[k] : 0.0f;
+        if (lv->transpose) {   /* 16 pixels x 16 samples at a time */
+            for (int64_t s0 = 0; s0 < ns; s0 += 16)
+                lv->transpose(acc + k * bn + s0, tile, nv, 16, y + ((n0 + s0) * K + k) * P + u0,
+                              K * P, min64(16, ns - s0), nv, add);
+            continue;
         }
-        for (int64_t k = 0; k < K; k++) {
-            const float add = bias ? bias[k] : 0.0f;
-            if (lv->transpose) {   /* 16 pixels x 16 samples at a time */
-                for (int64_t s0 = 0; s0 < ns; s0 += 16)
-                    lv->transpose(acc + k * bn + s0, tile, nv, 16, y + ((n0 + s0) * K + k) * P + v0,
-                                  K * P, min64(16, ns - s0), nv, add);
-                continue;
-            }
-            for (int64_t s = 0; s < ns; s++) {
-                float *row = y + ((n0 + s) * K + k) * P + v0;
-                for (int64_t v = 0; v < nv; v++)
-                    row[v] = acc[v * tile + k * bn + s] + add;
-            }
+        for (int64_t s = 0; s < ns; s++) {
+            float *row = y + ((n0 + s) * K + k) * P + u0;
+            for (int64_t v = 0; v < nv; v++)
+                row[v] = acc[v * tile + k * bn + s] + add;
         }
     }
+}
+
+/* The work of one gathered group not yet taken, [front, back) in units of PIXEL_BLOCK
+ * output pixels times BM kernels (unit u: pixel block u / rows, kernel rows u % rows). */
+typedef struct { int64_t front, back; } pg_span;
+
+/* Takes the next units [*v0, *v1) of a group: its leader (the thread whose buffer holds
+ * it) from the front, any other thread from the back, so that they meet at the end; a
+ * pixel block's worth (`rows` units) at a time, fewer as the group runs out when other
+ * threads may share it, so that they finish together.  0 when the group is done. */
+static int take_units(pg_span *span, int leader, int64_t rows, int64_t nth, int64_t *v0, int64_t *v1)
+{
+    int got = 0;
+#ifdef _OPENMP
+#pragma omp critical(pg_take_units)
+#endif
+    {
+        const int64_t left = span->back - span->front;
+        if (left > 0) {
+            const int64_t n = nth > 1 ? max64(1, min64(rows, left / (2 * nth))) : rows;
+            if (leader) {
+                *v0 = span->front;
+                span->front += n;
+                *v1 = span->front;
+            } else {
+                *v1 = span->back;
+                span->back -= n;
+                *v0 = span->back;
+            }
+            got = 1;
+        }
+    }
+    return got;
 }
 
 static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
@@ -838,53 +875,84 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
     const int64_t bm = lv->bm, bn = lv->bn, taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
     const int64_t kp = round_up(g->K, bm), cs = group_channel_stride(lv, g);
     const int64_t groups = (g->N + bn - 1) / bn;
+    const int64_t rows = kp / bm, blocks = (P + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     const size_t group_bytes = (size_t)group_floats(lv, g) * sizeof(float);
     /* input cells of one chunk of taps: half of L1 */
     const int64_t kc = max64(16, cache_bytes(1) / 2 / (bn * (int64_t)sizeof(float)));
     threads = usable_threads(threads);
-    /* groups [0, own): a run of whole groups per thread; the rest (fewer than the threads)
-     * taken by all threads in turn, into the calling thread's xg */
-    const int64_t own = groups / threads * threads;
-    float *shared_xg = scratch(S_GROUP, group_bytes);
+    /* per group of a round: the buffer it is gathered into, and its units not yet taken */
     float *Ab = malloc((size_t)(kp * taps) * sizeof(float));
-    if (!Ab || !shared_xg) {
+    float **round_xg = malloc((size_t)threads * sizeof(float *));
+    pg_span *spans = malloc((size_t)threads * sizeof(pg_span));
+    if (!Ab || !round_xg || !spans) {
         free(Ab);
+        free(round_xg);
+        free(spans);
         return -1;
     }
     int failed = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
+#pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
-        pack_weights(bm, g->K, taps, w, Ab, tid, nth);
-        float *xg = scratch(S_GROUP, group_bytes);
+        /* a buffer for every thread that leads a group in some round (with fewer groups
+         * than threads, the first thread of each team: see below) */
+        const int leads = groups >= nth || tid == 0 || tid * groups / nth != (tid - 1) * groups / nth;
+        float *xg = leads ? scratch(S_GROUP, group_bytes) : NULL;
         int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
         float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
-        failed = !xg || !list || !acc;
-        for (int64_t group = own * tid / nth; !failed && group < own * (tid + 1) / nth; group++) {
-            const int64_t n0 = group * bn, ns = min64(bn, g->N - n0);
-            gather_group(lv, g, n0, ns, cs, 0, g->C, x, xg);
-            batch_pixels(lv, g, n0, ns, cs, xg, Ab, bias, 0, P, kc, list, list + taps, acc, y);
+        if ((leads && !xg) || !list || !acc) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            failed = 1;
         }
-        /* a share of the group's channels gathered, then a share of its pixels computed;
-         * every thread meets both barriers, also one without scratch */
-        for (int64_t group = own; group < groups; group++) {
-            const int64_t n0 = group * bn, ns = min64(bn, g->N - n0);
+        pack_weights(bm, g->K, taps, w, Ab, tid, nth);   /* ends with a barrier */
+        /* rounds of nth groups (fewer in the last): thread t in the team of group
+         * t * ng / nth, whose first thread leads it; each member gathers a share of the
+         * group's channels into the leader's buffer; then every thread computes pixels,
+         * first of its own group, then of the others */
+        for (int64_t r0 = 0; !failed && r0 < groups; r0 += nth) {
+            const int64_t ng = min64(nth, groups - r0), gi = tid * ng / nth;
+            const int64_t first = (gi * nth + ng - 1) / ng, size = ((gi + 1) * nth + ng - 1) / ng - first;
+            const int64_t n0 = (r0 + gi) * bn, ns = min64(bn, g->N - n0);
+            if (r0 > 0) {
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            if (!failed)
-                gather_group(lv, g, n0, ns, cs, g->C * tid / nth, g->C * (tid + 1) / nth, x, shared_xg);
+            }
+            if (tid == first) {
+                round_xg[gi] = xg;
+                spans[gi].front = 0;
+                spans[gi].back = blocks * rows;
+            }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            if (!failed)
-                batch_pixels(lv, g, n0, ns, cs, shared_xg, Ab, bias, P * tid / nth, P * (tid + 1) / nth,
-                             kc, list, list + taps, acc, y);
+            gather_group(lv, g, n0, ns, cs, g->C * (tid - first) / size, g->C * (tid - first + 1) / size,
+                         x, round_xg[gi]);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            for (int64_t k = 0; k < ng; k++) {
+                const int64_t gk = (gi + k) % ng, nk0 = (r0 + gk) * bn;
+                const int leader = k == 0 && tid == first;
+                int64_t v0, v1;
+                while (take_units(&spans[gk], leader, rows, nth, &v0, &v1))
+                    for (int64_t v = v0; v < v1;) {   /* a call per pixel block */
+                        const int64_t block = v / rows, m0 = v % rows, m1 = min64(rows, m0 + v1 - v);
+                        batch_pixels(lv, g, nk0, min64(bn, g->N - nk0), cs, round_xg[gk], Ab, bias,
+                                     block * PIXEL_BLOCK, min64(P, (block + 1) * PIXEL_BLOCK),
+                                     m0 * bm, min64(g->K, m1 * bm), kc, list, list + taps, acc, y);
+                        v += m1 - m0;
+                    }
+            }
         }
     }
     free(Ab);
+    free(round_xg);
+    free(spans);
     return failed ? -1 : 0;
 }
 
