@@ -519,22 +519,25 @@ PACKING static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_blo
     }
 }
 
-/* bias[k] += the sum of dY's plane k over the block, from Dt (pack_dy_t), in double. */
+/* Kernels per lane block of add_dy_t_sums: pix_outer needs PN a multiple of it. */
+#define SUM_LANES 16
+
+/* bias[k] += the sum of dY's plane k over the block, from Dt (pack_dy_t), in double:
+ * SUM_LANES kernels at a time, their sums held in registers. */
 PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kpn,
                                   const float *Dt, double *bias)
 {
     const int64_t pn = lv->pn, cols = b->nsl * lv->nr;
-    double sums[PG_MAX_NR];
-    for (int64_t k0 = 0; k0 < kpn; k0 += pn) {
-        const float *panel = Dt + k0 * cols;
-        for (int64_t j = 0; j < pn; j++)
-            sums[j] = 0.0;
-        for (int64_t c = 0; c < cols; c++)
-            for (int64_t j = 0; j < pn; j++)
-                sums[j] += panel[c * pn + j];
-        for (int64_t j = 0; j < pn && k0 + j < K; j++)
-            bias[k0 + j] += sums[j];
-    }
+    for (int64_t k0 = 0; k0 < kpn; k0 += pn)
+        for (int64_t j0 = 0; j0 < pn; j0 += SUM_LANES) {
+            const float *lanes = Dt + k0 * cols + j0;
+            double sums[SUM_LANES] = {0};
+            for (int64_t c = 0; c < cols; c++)
+                for (int j = 0; j < SUM_LANES; j++)
+                    sums[j] += lanes[c * pn + j];
+            for (int64_t j = 0; j < SUM_LANES && k0 + j0 + j < K; j++)
+                bias[k0 + j0 + j] += sums[j];
+        }
 }
 
 /* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels.  Called by
@@ -993,11 +996,12 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 /* The weight gradient's kernel: pix_outer where the level has it and the kernels fill its
  * lanes (at most 1 in 9 idle: LeNet's 6 kernels in 16 lanes ran at half dot's speed) and the
  * taps its rows (at most 1 in 4 idle: a first layer's 27 taps in 48 rows ran at 0.7 of dot's
- * speed, 9 taps in 24 at 0.86; 18 in 24 at 1.06), else dot. */
+ * speed, 9 taps in 24 at 0.86; 18 in 24 at 1.06), else dot.  (Its bias sums take PN in
+ * blocks of SUM_LANES.) */
 static int by_pix_outer(const pg_level *lv, const pg_geom *g)
 {
     const int64_t taps = g->C * g->kh * g->kw;
-    return lv->pix_outer && 8 * round_up(g->K, lv->pn) <= 9 * g->K
+    return lv->pix_outer && lv->pn % SUM_LANES == 0 && 8 * round_up(g->K, lv->pn) <= 9 * g->K
            && 3 * round_up(taps, lv->pm) <= 4 * taps;
 }
 
