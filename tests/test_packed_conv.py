@@ -167,11 +167,11 @@ def test_thread_counts_agree_and_repeat_exactly(level, threads, small_caches, co
 @pytest.mark.parametrize("count", [1, 2, 3])
 @pytest.mark.parametrize("n", [1, 33, 64, 70])
 def test_batch_lanes_threads_agree_and_repeat_exactly(level, threads, batch_lanes, count, n):
-    """The batch-lanes forward on 1-3 threads: groups that the threads share (a share of
-    the channels gathered, a share of the pixels computed each; n = 1, 33 and 64 on 3
-    threads, the third group of 70 on 2), a partial last group (33, 70) and whole groups
-    (64): right results, and bit-identical from run to run; the same as one thread (a
-    sum's order does not depend on the split)."""
+    """The batch-lanes forward on 1-3 threads: groups gathered by a team of threads (a
+    share of the channels each: n = 1, 33 and 64 on 3 threads, the third group of 70 on 2)
+    or by one, their units of pixels x kernels taken by whichever thread comes first, a
+    partial last group (33, 70) and whole groups (64): right results, and bit-identical
+    from run to run; the same as one thread (a sum's order does not depend on the split)."""
     threads(count)
     rng = np.random.default_rng(13)
     x = rng.standard_normal((n, 5, 9, 10)).astype(np.float32)

@@ -158,7 +158,7 @@ int main(int argc, char **argv)
         for (int n = 0; n < cases; n++) {
             pg_geom g;
             g.N = pick(1, 4); g.C = pick(1, 9); g.K = pick(1, 19);
-            if (n % 8 == 5)   /* several lane groups: whole groups per thread, the rest shared */
+            if (n % 8 == 5)   /* several lane groups: rounds of a group per thread, teams */
                 g.N = pick(33, 99);
             g.kh = pick(1, 5); g.kw = pick(1, 5); g.sh = pick(1, 3); g.sw = pick(1, 3);
             g.dh = pick(1, 2); g.dw = pick(1, 2);
