@@ -872,6 +872,19 @@ static int take_units(pg_span *span, int leader, int64_t rows, int64_t nth, int6
     return got;
 }
 
+/* The team of thread tid of nth in a round of ng <= nth groups: it works on group
+ * tid * ng / nth, with the threads [first, first + size) (first leads it). */
+typedef struct { int64_t group, first, size; } pg_team;
+
+static pg_team team_of(int64_t tid, int64_t ng, int64_t nth)
+{
+    pg_team t;
+    t.group = tid * ng / nth;
+    t.first = (t.group * nth + ng - 1) / ng;
+    t.size = ((t.group + 1) * nth + ng - 1) / ng - t.first;
+    return t;
+}
+
 static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
                          const float *bias, float *y, int threads)
 {
@@ -899,9 +912,8 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
-        /* a buffer for every thread that leads a group in some round (with fewer groups
-         * than threads, the first thread of each team: see below) */
-        const int leads = groups >= nth || tid == 0 || tid * groups / nth != (tid - 1) * groups / nth;
+        /* a buffer for every thread that leads a group in some round */
+        const int leads = groups >= nth || team_of(tid, groups, nth).first == tid;
         float *xg = leads ? scratch(S_GROUP, group_bytes) : NULL;
         int64_t *list = scratch(S_LIST, (size_t)(2 * taps) * sizeof(int64_t));
         float *acc = scratch(S_PANEL, (size_t)(PIXEL_BLOCK * kp * bn) * sizeof(float));
@@ -912,13 +924,13 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
             failed = 1;
         }
         pack_weights(bm, g->K, taps, w, Ab, tid, nth);   /* ends with a barrier */
-        /* rounds of nth groups (fewer in the last): thread t in the team of group
-         * t * ng / nth, whose first thread leads it; each member gathers a share of the
-         * group's channels into the leader's buffer; then every thread computes pixels,
-         * first of its own group, then of the others */
+        /* rounds of nth groups (fewer in the last): each member of a team gathers a share
+         * of its group's channels into the leader's buffer; then every thread computes
+         * units, first of its own group, then of the others */
         for (int64_t r0 = 0; !failed && r0 < groups; r0 += nth) {
-            const int64_t ng = min64(nth, groups - r0), gi = tid * ng / nth;
-            const int64_t first = (gi * nth + ng - 1) / ng, size = ((gi + 1) * nth + ng - 1) / ng - first;
+            const int64_t ng = min64(nth, groups - r0);
+            const pg_team team = team_of(tid, ng, nth);
+            const int64_t gi = team.group, first = team.first;
             const int64_t n0 = (r0 + gi) * bn, ns = min64(bn, g->N - n0);
             if (r0 > 0) {
 #ifdef _OPENMP
@@ -933,8 +945,8 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            gather_group(lv, g, n0, ns, cs, g->C * (tid - first) / size, g->C * (tid - first + 1) / size,
-                         x, round_xg[gi]);
+            gather_group(lv, g, n0, ns, cs, g->C * (tid - first) / team.size,
+                         g->C * (tid - first + 1) / team.size, x, round_xg[gi]);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
