@@ -64,12 +64,13 @@ if OPENMP:
     link_args.append("-fopenmp")
 
 # C sources compiled into one kernel's extension (besides its .pyx): the packed GEMM's
-# driver and its micro-kernels, each compiled for its own instruction set by function
-# attributes (no global -march flag) and chosen at run time.
+# driver and its micro-kernels, batch norm's loops; code for one instruction set is
+# compiled for it by function attributes (no global -march flag) and chosen at run time.
 CSRC = os.path.join("im2colnet", "_kernels", "csrc")
 C_SOURCES = {
     "packed_conv": [os.path.join(CSRC, name) for name in (
         "packed_conv.c", "gemm_avx512.c", "gemm_avx2.c", "gemm_portable.c")],
+    "batchnorm": [os.path.join(CSRC, "bn_loops.c")],
 }
 
 extensions = []

@@ -226,3 +226,42 @@ def test_spatial_kernel_threads_agree_with_one_thread_and_numpy():
     np.testing.assert_allclose(dbeta, db_ref, rtol=1e-10)
     np.testing.assert_allclose(dgamma, dg_ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(dx.reshape(x.shape), dx_ref, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", [1, 2, 7, 15, 16, 17, 31, 33, 49])
+def test_spatial_kernel_slices_of_every_length(length, dtype):
+    """The kernel's slice loops (16 double lanes, then the values left over) on slices of
+    every length around the lane count: statistics, y and the gradients against NumPy in
+    float64. In float64 the mean is 10^4 standard deviations (Chan's combination of the
+    slices' two-pass sums keeps the variance exact there); float32's element-wise steps
+    would lose that much to rounding (x * inv_std - mean * inv_std), so 5 there."""
+    from im2colnet._kernels import batchnorm as bn_kernels
+    rng = np.random.default_rng(length)
+    N, C = 5, 3
+    x = (rng.standard_normal((N, C, length)) + (1e4 if dtype == np.float64 else 5.0)).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    mean, var = np.empty(C), np.empty(C)
+    xhat, y, inv_std = np.empty_like(x), np.empty_like(x), np.empty(C, dtype)
+    bn_kernels.forward(x, gamma, beta, mean, var, EPS, True, xhat, y, inv_std, False)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(C, dtype), np.empty(C, dtype)
+    bn_kernels.backward(dy, xhat, gamma, inv_std, True, dx, dgamma, dbeta, False)
+
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    m = x64.mean(axis=(0, 2))
+    v = ((x64 - m[:, None]) ** 2).mean(axis=(0, 2))
+    np.testing.assert_allclose(mean, m, rtol=1e-14)
+    np.testing.assert_allclose(var, v, rtol=1e-9)
+    xhat_ref = (x64 - m[:, None]) / np.sqrt(v[:, None] + EPS)
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(y, gamma[:, None] * xhat_ref + beta[:, None], **tol)
+    # the backward's sums, on the kernel's own xhat
+    xh64 = xhat.astype(np.float64)
+    np.testing.assert_allclose(dbeta, dy64.sum(axis=(0, 2)), rtol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(dgamma, (dy64 * xh64).sum(axis=(0, 2)),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    M = N * length
+    dx_ref = (gamma.astype(np.float64) * inv_std.astype(np.float64) / M)[:, None] * (
+        M * dy64 - dy64.sum(axis=(0, 2))[:, None] - xh64 * (dy64 * xh64).sum(axis=(0, 2))[:, None])
+    np.testing.assert_allclose(dx, dx_ref, **tol)

@@ -4,15 +4,19 @@ over (n, l), one ``prange`` task per sample.
 
 NumPy's expressions for the same formulas pass over the activations about 14
 times in the forward and 16 times in the backward (one pass per ufunc and
-reduction); these loops pass three and two times, and run the samples on
+reduction); these loops pass twice in each (the statistics read a (sample,
+channel) slice twice, the second time from cache), and run the samples on
 both cores when ``parallel`` (the wrappers decide: im2colnet.runtime.threads.threads_worth).
-Each thread reads whole samples, in memory order; the per-sample sums are added in
-sample order afterwards, so the result does not depend on the thread count.
-Sums accumulate in double whatever the input dtype; the element-wise steps
-run in the input's precision, as NumPy's did.
+The loops over a slice are C (csrc/bn_loops.c, vectorised for the CPU, the same
+arithmetic on every instruction set). Each thread reads whole samples, in memory
+order; the per-slice sums are combined in sample order afterwards, so the result
+does not depend on the thread count. Sums accumulate in double whatever the input
+dtype; the element-wise steps run in the input's precision, as NumPy's did.
 
-    forward:  mean = sum(x) / M, var = sum((x - mean)^2) / M  (two passes, exact for
-              large means), inv_std = 1 / sqrt(var + eps),
+    forward:  per slice s of L values: S_s = sum(x), m2_s = sum((x - S_s/L)^2);
+              mean = sum_s S_s / M, var = sum_s (m2_s + L (S_s/L - mean)^2) / M
+              (Chan, Golub and LeVeque's pairwise update: exact for large means),
+              inv_std = 1 / sqrt(var + eps),
               xhat = (x - mean) * inv_std, y = gamma * xhat + beta
     backward: dbeta = sum(dy), dgamma = sum(dy * xhat),
               training:  dx = gamma * inv_std / M * (M dy - dbeta - xhat * dgamma)
@@ -24,76 +28,55 @@ through :mod:`im2colnet.functional.batchnorm`, which validates first.
 """
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.stdint cimport int64_t
 from .window cimport floating
 
 import numpy as np
 
 
-cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:
-    # Four partial sums: no single chain of dependent additions (a 4x faster loop).
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t k = 0
-    while k + 4 <= n:
-        s0 += a[k]
-        s1 += a[k + 1]
-        s2 += a[k + 2]
-        s3 += a[k + 3]
-        k += 4
-    while k < n:
-        s0 += a[k]
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+cdef extern from "bn_loops.h" nogil:
+    void bn_slice_stats_f32(const float *x, int64_t n, double *sum, double *m2)
+    void bn_slice_stats_f64(const double *x, int64_t n, double *sum, double *m2)
+    void bn_slice_sums_f32(const float *u, const float *v, int64_t n, double *sum_u, double *sum_uv)
+    void bn_slice_sums_f64(const double *u, const double *v, int64_t n, double *sum_u, double *sum_uv)
+    void bn_normalize_f32(const float *x, float *xhat, float *y, int64_t n, float s, float shift,
+                          float gamma, float beta)
+    void bn_normalize_f64(const double *x, double *xhat, double *y, int64_t n, double s, double shift,
+                          double gamma, double beta)
+    void bn_combine_f32(const float *u, const float *v, float *out, int64_t n, float a, float b, float c)
+    void bn_combine_f64(const double *u, const double *v, double *out, int64_t n, double a, double b,
+                        double c)
 
 
-cdef inline double _sum_squared_deviations(const floating* a, Py_ssize_t n, double m) noexcept nogil:
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
-    cdef Py_ssize_t k = 0
-    while k + 4 <= n:
-        d0 = a[k] - m
-        d1 = a[k + 1] - m
-        d2 = a[k + 2] - m
-        d3 = a[k + 3] - m
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        k += 4
-    while k < n:
-        d0 = a[k] - m
-        s0 += d0 * d0
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+cdef inline void _slice_stats(const floating* x, Py_ssize_t n, double* total, double* m2) noexcept nogil:
+    if floating is float:
+        bn_slice_stats_f32(x, n, total, m2)
+    else:
+        bn_slice_stats_f64(x, n, total, m2)
 
 
-cdef inline double _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t k = 0
-    while k + 4 <= n:
-        s0 += <double>a[k] * b[k]
-        s1 += <double>a[k + 1] * b[k + 1]
-        s2 += <double>a[k + 2] * b[k + 2]
-        s3 += <double>a[k + 3] * b[k + 3]
-        k += 4
-    while k < n:
-        s0 += <double>a[k] * b[k]
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+cdef inline void _slice_sums(const floating* u, const floating* v, Py_ssize_t n, double* sum_u,
+                             double* sum_uv) noexcept nogil:
+    if floating is float:
+        bn_slice_sums_f32(u, v, n, sum_u, sum_uv)
+    else:
+        bn_slice_sums_f64(u, v, n, sum_u, sum_uv)
 
 
-cdef inline void _affine(const floating* a, floating* out, Py_ssize_t n,
-                         floating scale, floating shift) noexcept nogil:
-    # out = scale * a + shift, in the input's precision (a loop the compiler vectorises)
-    cdef Py_ssize_t k
-    for k in range(n):
-        out[k] = scale * a[k] + shift
+cdef inline void _normalize(const floating* x, floating* xhat, floating* y, Py_ssize_t n, floating s,
+                            floating shift, floating gamma, floating beta) noexcept nogil:
+    if floating is float:
+        bn_normalize_f32(x, xhat, y, n, s, shift, gamma, beta)
+    else:
+        bn_normalize_f64(x, xhat, y, n, s, shift, gamma, beta)
 
 
-cdef inline void _affine2(const floating* a, const floating* b, floating* out, Py_ssize_t n,
-                          floating sa, floating sb, floating shift) noexcept nogil:
-    # out = sa * a + sb * b + shift
-    cdef Py_ssize_t k
-    for k in range(n):
-        out[k] = sa * a[k] + sb * b[k] + shift
+cdef inline void _combine(const floating* u, const floating* v, floating* out, Py_ssize_t n,
+                          floating a, floating b, floating c) noexcept nogil:
+    if floating is float:
+        bn_combine_f32(u, v, out, n, a, b, c)
+    else:
+        bn_combine_f64(u, v, out, n, a, b, c)
 
 
 def forward(const floating[:, :, ::1] x, const floating[::1] gamma, const floating[::1] beta,
@@ -104,36 +87,32 @@ def forward(const floating[:, :, ::1] x, const floating[::1] gamma, const floati
     variance) and written, else they are read (the running statistics). inv_std (C,) out."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef Py_ssize_t c, n
-    cdef double total, s
-    cdef double[:, ::1] part = np.empty((N, C))
+    cdef double total, m2, d, s
+    cdef double[:, :, ::1] part = np.empty((2, N, C))
     cdef double[::1] shift = np.empty(C)
     cdef bint threaded = parallel and N > 1
     if training:
         for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
             for c in range(C):
-                part[n, c] = _sum(&x[n, c, 0], L)
+                _slice_stats(&x[n, c, 0], L, &part[0, n, c], &part[1, n, c])
         for c in range(C):
             total = 0
             for n in range(N):
-                total = total + part[n, c]
+                total = total + part[0, n, c]
             mean[c] = total / (N * L)
-        for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
-            for c in range(C):
-                part[n, c] = _sum_squared_deviations(&x[n, c, 0], L, mean[c])
-        for c in range(C):
-            total = 0
+            m2 = 0
             for n in range(N):
-                total = total + part[n, c]
-            var[c] = total / (N * L)
+                d = part[0, n, c] / L - mean[c]
+                m2 = m2 + (part[1, n, c] + L * (d * d))
+            var[c] = m2 / (N * L)
     for c in range(C):
         s = 1.0 / sqrt(var[c] + eps)
         inv_std[c] = <floating>s
         shift[c] = -s * mean[c]
     for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
         for c in range(C):
-            # xhat = s x - s m;  y = g xhat + b
-            _affine(&x[n, c, 0], &xhat[n, c, 0], L, inv_std[c], <floating>shift[c])
-            _affine(&xhat[n, c, 0], &y[n, c, 0], L, gamma[c], beta[c])
+            _normalize(&x[n, c, 0], &xhat[n, c, 0], &y[n, c, 0], L, inv_std[c], <floating>shift[c],
+                       gamma[c], beta[c])
 
 
 def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
@@ -149,8 +128,7 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
     cdef bint threaded = parallel and N > 1
     for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
         for c in range(C):
-            part[0, n, c] = _sum(&dy[n, c, 0], L)
-            part[1, n, c] = _dot(&dy[n, c, 0], &xhat[n, c, 0], L)
+            _slice_sums(&dy[n, c, 0], &xhat[n, c, 0], L, &part[0, n, c], &part[1, n, c])
     for c in range(C):
         sum_dy = 0
         sum_dy_xhat = 0
@@ -160,14 +138,13 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] xhat,
         dbeta[c] = <floating>sum_dy
         dgamma[c] = <floating>sum_dy_xhat
         scale = <double>gamma[c] * inv_std[c]
-        # training: dx = scale dy - (scale/M) sum_dy_xhat xhat - (scale/M) sum_dy
         coef[0, c] = scale
         coef[1, c] = -scale * sum_dy_xhat / count
         coef[2, c] = -scale * sum_dy / count
     for n in prange(N, nogil=True, schedule="static", use_threads_if=threaded):
         for c in range(C):
             if training:
-                _affine2(&dy[n, c, 0], &xhat[n, c, 0], &dx[n, c, 0], L, <floating>coef[0, c],
+                _combine(&dy[n, c, 0], &xhat[n, c, 0], &dx[n, c, 0], L, <floating>coef[0, c],
                          <floating>coef[1, c], <floating>coef[2, c])
             else:
-                _affine(&dy[n, c, 0], &dx[n, c, 0], L, <floating>coef[0, c], 0)
+                _combine(&dy[n, c, 0], NULL, &dx[n, c, 0], L, <floating>coef[0, c], 0, 0)

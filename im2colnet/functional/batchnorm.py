@@ -6,7 +6,7 @@ mode="per_activation": one mean/variance per activation (c, i, j) over the
 batch only ("one line" BN); gamma, beta: (C, H, W) (for (N, F): (F,)).
 
 The spatial mode of images runs in a Cython kernel (im2colnet._kernels.batchnorm:
-three passes over the activations instead of NumPy's ~14, channels on both
+two passes over the activations instead of NumPy's ~14, samples on both
 cores); the other cases are NumPy expressions of the same formulas.
 
 Training normalises with the batch statistics (biased variance) and, when
@@ -119,7 +119,7 @@ def batchnorm_forward(x, gamma, beta, mode="spatial", eps=1e-5, training=True,
 
 
 def _spatial_forward(x, gamma, beta, eps, training, running_mean, running_var):
-    """The spatial mode of an (N, C, H, W) input in the Cython kernel (three passes over x
+    """The spatial mode of an (N, C, H, W) input in the Cython kernel (two passes over x
     instead of NumPy's ~14; see im2colnet._kernels.batchnorm).
     Returns (y, xhat, inv_std (1, C, 1, 1), mean (C,), var (C,)); mean and var are the
     batch statistics in training, the running ones otherwise (float64)."""
@@ -133,7 +133,7 @@ def _spatial_forward(x, gamma, beta, eps, training, running_mean, running_var):
     xhat, y = np.empty_like(x3), np.empty_like(x3)
     inv_std = np.empty(C, dtype=x.dtype)
     _bn.forward(x3, np.ascontiguousarray(gamma.reshape(C)), np.ascontiguousarray(beta.reshape(C)),
-                mean, var, eps, training, xhat, y, inv_std, threads_worth(3 * x3.size))
+                mean, var, eps, training, xhat, y, inv_std, threads_worth(2 * x3.size))
     return y.reshape(x.shape), xhat.reshape(x.shape), inv_std.reshape(1, C, 1, 1), mean, var
 
 

@@ -44,6 +44,7 @@
  * threads add into the same dx cell.
  */
 #include "packed_gemm.h"
+#include "clones.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -118,15 +119,9 @@ static int64_t panel_bytes(void) { return cache_bytes(2) / 2; }
 
 static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-/* The packing loops are compiled three times, for AVX-512F, AVX2 and the baseline, and the
- * loader picks one by the CPU (GNU ifunc): their copies and adds move 32 or 64 bytes at a
- * time where the CPU can (element by element the same arithmetic, so the same results). */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__) \
-    && !defined(__SANITIZE_ADDRESS__)
-#define PACKING __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PACKING
-#endif
+/* The packing loops are compiled once per instruction set (clones.h): element by element
+ * the same arithmetic, so the same results. */
+#define PACKING CLONES
 
 /* Taps per chunk of the weight gradient (at most; see pg_backward_weights). */
 #define WEIGHTS_TAP_CHUNK 96
