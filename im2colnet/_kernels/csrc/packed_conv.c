@@ -722,15 +722,25 @@ int pg_batch_applies(const pg_level *lv, const pg_geom *g)
  * writing the BN samples of one pixel at a time would crowd a single L1 set). */
 #define PIXEL_BLOCK 16
 
+/* The gather reads a pixel block of BN sample planes at a time, rows a sample's size apart:
+ * more streams than the hardware prefetcher follows, so each block asks for the rows of the
+ * block GATHER_AHEAD on (docs/performance.md). */
+#define GATHER_AHEAD 2
+
 /* xg[c*cs + (h*W + w)*BN + s] = x[n0 + s, c, h, w] for s < ns, 0 for ns <= s < BN, and
  * the channels c0 <= c < c1. */
 PACKING static void gather_group(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns,
                                  int64_t cs, int64_t c0, int64_t c1, const float *x, float *xg)
 {
-    const int64_t HW = g->H * g->W, bn = lv->bn;
+    const int64_t HW = g->H * g->W, bn = lv->bn, plane_blocks = (HW + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     for (int64_t c = c0; c < c1; c++)
         for (int64_t u0 = 0; u0 < HW; u0 += PIXEL_BLOCK) {
             const int64_t nu = min64(PIXEL_BLOCK, HW - u0);
+            const int64_t ahead = c * plane_blocks + u0 / PIXEL_BLOCK + GATHER_AHEAD;
+            if (ahead < c1 * plane_blocks)   /* a hint: never an access */
+                for (int64_t s = 0; s < ns; s++)
+                    __builtin_prefetch(x + ((n0 + s) * g->C + ahead / plane_blocks) * HW
+                                       + ahead % plane_blocks * PIXEL_BLOCK);
             float *to = xg + c * cs + u0 * bn;
             if (lv->transpose) {   /* 16 samples x 16 pixels at a time */
                 for (int64_t s0 = 0; s0 < bn; s0 += 16) {
