@@ -330,13 +330,14 @@ def test_kernel_data_gradient_on_every_case(level, case):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_data_gradient_as_forward_pass_on_every_case(level, case, monkeypatch):
     """Conv_BF at stride 1 runs as the forward pass of dY with the kernel turned 180 degrees
-    and its channel axes swapped (functional.conv._adjoint_window): on every case (the
-    channel rule lowered so that it applies), against the Kronecker reference; a layer
-    with a stride above 1 keeps col2im."""
+    and its channel axes swapped (functional.conv._adjoint_window; the driver reads the
+    forward's weights that way as it packs them): on every case (the channel rule lowered
+    so that it applies), against the Kronecker reference; a layer with a stride above 1
+    keeps col2im."""
     from im2colnet.functional import conv as conv_module
     monkeypatch.setattr(conv_module, "DATA_AS_FORWARD_MIN_CHANNELS", 1)
     routes = []
-    for name in ("forward", "backward_data"):
+    for name in ("forward_adjoint", "backward_data"):
         kernel = getattr(conv_module._packed, name)
         monkeypatch.setattr(conv_module._packed, name,
                             lambda *args, _k=kernel, _n=name: routes.append(_n) or _k(*args))
@@ -351,6 +352,6 @@ def test_data_gradient_as_forward_pass_on_every_case(level, case, monkeypatch):
         dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **opts)
     close(dx, dx_ref, "backward-data")
     if (strides == 1).all():
-        assert routes == ["forward"]
+        assert routes == ["forward_adjoint"]
     else:
-        assert "forward" not in routes
+        assert "forward_adjoint" not in routes

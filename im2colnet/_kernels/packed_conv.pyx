@@ -29,6 +29,8 @@ cdef extern from "packed_gemm.h" nogil:
     const pg_level *pg_level_by_index(int index)
     int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
                    const float *bias, float *y, int threads)
+    int pg_forward_adjoint(const pg_level *lv, const pg_geom *g, const float *dy, const float *wf,
+                           float *dx, int threads)
     int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, const float *w,
                          float *dx, int threads)
     int pg_backward_weights(const pg_level *lv, const pg_geom *g, const float *dy, const float *x,
@@ -121,6 +123,21 @@ def forward(const float[:, :, :, ::1] x, const float[:, ::1] w, const float[::1]
     cdef int status
     with nogil:
         status = pg_forward(lv, &g, &x[0, 0, 0, 0], &w[0, 0], bias, &y[0, 0, 0, 0], threads)
+    if status != 0:
+        raise MemoryError("packed convolution: no memory for its panels")
+
+
+def forward_adjoint(const float[:, :, :, ::1] dy, const float[:, :, :, ::1] w, float[:, :, :, ::1] dx,
+                    tuple window, int threads):
+    """dx = the stride-1 data gradient as a forward pass of dy with w (K, C, kh, kw), the
+    forward's own weights, turned 180 degrees and their channel axes swapped as they are
+    packed; window = the adjoint's (functional.conv._adjoint_window)."""
+    cdef pg_geom g = _geometry(dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3], dx.shape[1],
+                               window, dx.shape[2], dx.shape[3])
+    cdef const pg_level *lv = pg_level_by_index(_level)
+    cdef int status
+    with nogil:
+        status = pg_forward_adjoint(lv, &g, &dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], threads)
     if status != 0:
         raise MemoryError("packed convolution: no memory for its panels")
 

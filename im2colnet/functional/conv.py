@@ -434,9 +434,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, anchor
     dx = np.empty(shape, dtype=dy.dtype)
     if method == "im2col" and _packed_wins(dy.dtype, g, "backward-data"):
         if _data_as_forward(g, shape[1], K):
-            w_adjoint = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            _packed.forward(dy, w_adjoint.reshape(shape[1], -1), None, dx,
-                            _adjoint_window(g), thread_count())
+            _packed.forward_adjoint(dy, w, dx, _adjoint_window(g), thread_count())
         else:
             _packed.backward_data(dy, w.reshape(K, -1), dx, _packed_window(g), thread_count())
         return dx

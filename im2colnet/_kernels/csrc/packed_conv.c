@@ -535,18 +535,39 @@ PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t
         }
 }
 
-/* Ap[m][t][mr] = w[m*mr + r, t] (0 for rows >= K): the weights in mr-row panels.  Called by
- * every thread of a parallel region: thread tid of nth packs its share of the panels, then
- * waits at a barrier until all of them are packed. */
-static void pack_weights(int64_t mr, int64_t K, int64_t taps, const float *w, float *Ap,
-                         int64_t tid, int64_t nth)
+/* The weights as the forward reads them: w(k, c, p, q) = at[k*sk + c*sc + p*sp + q*sq]. */
+typedef struct { const float *at; int64_t sk, sc, sp, sq; } pg_weights;
+
+/* w (K, C, kh, kw) as it is. */
+static pg_weights plain_weights(const pg_geom *g, const float *w)
 {
-    const int64_t panels = (K + mr - 1) / mr;
+    const pg_weights v = {w, g->C * g->kh * g->kw, g->kh * g->kw, g->kw, 1};
+    return v;
+}
+
+/* The adjoint's w'[k, c, p, q] = wf[c, k, kh-1-p, kw-1-q] (see pg_forward_adjoint). */
+static pg_weights adjoint_weights(const pg_geom *g, const float *wf)
+{
+    const pg_weights v = {wf + (g->kh - 1) * g->kw + g->kw - 1, g->kh * g->kw, g->K * g->kh * g->kw,
+                          -g->kw, -1};
+    return v;
+}
+
+/* Ap[m][t][mr] = w(m*mr + r, tap t) (0 for rows >= K): the weights in mr-row panels.  Called
+ * by every thread of a parallel region: thread tid of nth packs its share of the panels,
+ * then waits at a barrier until all of them are packed. */
+static void pack_weights(int64_t mr, const pg_geom *g, pg_weights w, float *Ap, int64_t tid, int64_t nth)
+{
+    const int64_t K = g->K, panels = (K + mr - 1) / mr;
     for (int64_t m = panels * tid / nth * mr; m < panels * (tid + 1) / nth * mr; m += mr) {
-        float *to = Ap + m * taps;
-        for (int64_t t = 0; t < taps; t++)
-            for (int64_t r = 0; r < mr; r++)
-                *to++ = m + r < K ? w[(m + r) * taps + t] : 0.0f;
+        float *to = Ap + m * g->C * g->kh * g->kw;
+        for (int64_t c = 0; c < g->C; c++)
+            for (int64_t p = 0; p < g->kh; p++)
+                for (int64_t q = 0; q < g->kw; q++) {
+                    const float *kernel_m = w.at + m * w.sk + c * w.sc + p * w.sp + q * w.sq;
+                    for (int64_t r = 0; r < mr; r++)
+                        *to++ = m + r < K ? kernel_m[r * w.sk] : 0.0f;
+                }
     }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -890,7 +911,7 @@ static pg_team team_of(int64_t tid, int64_t ng, int64_t nth)
     return t;
 }
 
-static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
+static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, pg_weights w,
                          const float *bias, float *y, int threads)
 {
     const int64_t bm = lv->bm, bn = lv->bn, taps = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
@@ -928,7 +949,7 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
 #endif
             failed = 1;
         }
-        pack_weights(bm, g->K, taps, w, Ab, tid, nth);   /* ends with a barrier */
+        pack_weights(bm, g, w, Ab, tid, nth);   /* ends with a barrier */
         /* rounds of nth groups (fewer in the last): each member of a team gathers a share
          * of its group's channels into the leader's buffer; then every thread computes
          * units, first of its own group, then of the others */
@@ -976,8 +997,8 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, c
     return failed ? -1 : 0;
 }
 
-int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
-               const float *bias, float *y, int threads)
+static int forward(const pg_level *lv, const pg_geom *g, const float *x, pg_weights w,
+                   const float *bias, float *y, int threads)
 {
     if (pg_batch_applies(lv, g))
         return forward_batch(lv, g, x, w, bias, y, threads);
@@ -1000,12 +1021,24 @@ int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float
 #endif
     {
         const int64_t tid = thread_index(), nth = thread_total();
-        pack_weights(lv->mr, g->K, taps, w, Ap, tid, nth);
+        pack_weights(lv->mr, g, w, Ap, tid, nth);
         for (int64_t i = pl.count * tid / nth; i < pl.count * (tid + 1) / nth; i++)
             failed |= forward_block(lv, g, &pl, i, x, Ap, biasp, y, kc_max) != 0;
     }
     free(Ap);
     return failed ? -1 : 0;
+}
+
+int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
+               const float *bias, float *y, int threads)
+{
+    return forward(lv, g, x, plain_weights(g, w), bias, y, threads);
+}
+
+int pg_forward_adjoint(const pg_level *lv, const pg_geom *g, const float *dy, const float *wf,
+                       float *dx, int threads)
+{
+    return forward(lv, g, dy, adjoint_weights(g, wf), NULL, dx, threads);
 }
 
 /* --------------------------------------------------------- weight gradient */

@@ -83,6 +83,12 @@ const pg_level *pg_level_by_index(int index);
  * y (N, K, Ho, Wo) = conv(x, w) + bias (bias may be NULL). */
 int pg_forward(const pg_level *lv, const pg_geom *g, const float *x, const float *w,
                 const float *bias, float *y, int threads);
+/* At stride 1, the data gradient as a forward pass: dx (N, K, Ho, Wo) = conv(dy, w') with g
+ * the adjoint's geometry (C = the forward's K, K = the forward's C) and w' the forward's
+ * weights wf (C, K, kh, kw) turned 180 degrees, their two channel axes swapped:
+ * w'[k, c, p, q] = wf[c, k, kh-1-p, kw-1-q] (read in place, never copied). */
+int pg_forward_adjoint(const pg_level *lv, const pg_geom *g, const float *dy, const float *wf,
+                       float *dx, int threads);
 /* dx (N, C, H, W) = col2im(w^T dy). */
 int pg_backward_data(const pg_level *lv, const pg_geom *g, const float *dy, const float *w,
                       float *dx, int threads);
