@@ -103,6 +103,16 @@ static int check(const pg_level *lv, const pg_geom *g, int threads)
     bad = bad || compare("backward-data", dx, rdx, nx, g)
               || compare("backward-weights", part, rdw, nw, g)
               || compare("bias gradient", db, rdb, g->K, g);
+    if (!bad && g->sh == 1 && g->sw == 1) {   /* the data gradient as a forward pass of dy */
+        const pg_geom a = {g->N, g->K, g->Ho, g->Wo, g->C, g->kh, g->kw, 1, 1, g->dh, g->dw,
+                           g->dh * (g->kh - 1) - g->pt, g->dw * (g->kw - 1) - g->pl, g->H, g->W};
+        for (int rule = 0; rule <= (lv->batch ? 1 : 0) && !bad; rule++) {
+            pg_set_batch_rule(rule);
+            bad = pg_forward_adjoint(lv, &a, dy, w, dx, threads) != 0
+                  || compare(rule ? "batch adjoint forward" : "adjoint forward", dx, rdx, nx, g);
+        }
+        pg_set_batch_rule(0);
+    }
     free(x); free(w); free(bias); free(dy); free(y); free(dx); free(part);
     free(ry); free(rdx); free(rdw); free(bias_part); free(rdb); free(db);
     return bad;
