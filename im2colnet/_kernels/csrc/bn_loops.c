@@ -5,7 +5,8 @@
 #include "bn_loops.h"
 #include "clones.h"
 
-/* The lanes' partial sums added pairwise, in a fixed order (BN_LANES = 16). */
+/* The lanes' partial sums added pairwise, in a fixed order. */
+_Static_assert(BN_LANES == 16, "lanes_total adds 16 lanes");
 static inline __attribute__((always_inline)) double lanes_total(const double *acc)
 {
     double half[8], quarter[4];

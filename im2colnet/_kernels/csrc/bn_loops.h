@@ -1,7 +1,8 @@
 /* Batch normalisation's loops over one (sample, channel) slice of n values, for float32 and
  * float64 (suffixes _f32, _f64).  Sums run in double, in BN_LANES partial sums (lane j
- * takes the values j, j + BN_LANES, ...) added by a fixed tree at the end, so every
- * instruction-set level gives the same result; the element-wise steps run in the input's
+ * takes the values j, j + BN_LANES, ... of the whole groups of BN_LANES) added by a fixed
+ * tree, then the values left over (fewer than BN_LANES) summed in order: every
+ * instruction-set level gives the same result.  The element-wise steps run in the input's
  * precision, without fused multiply-adds (the same rounding on every level).
  *
  *   slice_stats:  *sum = sum x,  *m2 = sum (x - mean)^2 with mean = *sum / n  (n >= 1)
