@@ -698,8 +698,9 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
  * (weight index, offset in xg) drives the micro-kernel, as the indirection buffer of
  * Dukhan's indirect convolution: taps on the padding are skipped, not multiplied by zero,
  * and nothing but the weights is packed.  The list is cut into chunks whose input cells
- * fit half of L2 (one chunk on layers of up to 4096 taps here: each kernel call then sums
- * the whole window, its tile written once); each chunk runs every BM rows of kernels,
+ * fit half of L2 where BM >= 8 (one chunk on layers of up to 4096 taps here: each kernel
+ * call then sums the whole window, its tile written once), else half of L1; each chunk
+ * runs every BM rows of kernels,
  * accumulating into a BM x BN tile per row block, and the pixel's K x BN results are
  * written out with the bias at the end.
  * Threads: groups in rounds of one per thread (fewer in the last round, each then shared
@@ -921,8 +922,10 @@ static int forward_batch(const pg_level *lv, const pg_geom *g, const float *x, p
     const int64_t groups = (g->N + bn - 1) / bn;
     const int64_t rows = kp / bm, blocks = (P + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     const size_t group_bytes = (size_t)group_floats(lv, g) * sizeof(float);
-    /* input cells of one chunk of taps: half of L2 (docs/performance.md) */
-    const int64_t kc = max64(16, cache_bytes(2) / 2 / (bn * (int64_t)sizeof(float)));
+    /* input cells of one chunk of taps: half of L2 where a pass over them serves 8 kernels
+     * or more (AVX-512), else half of L1 (AVX2's 3-kernel tile would read them from L2 too
+     * often: 0.85x; docs/performance.md) */
+    const int64_t kc = max64(16, cache_bytes(bm >= 8 ? 2 : 1) / 2 / (bn * (int64_t)sizeof(float)));
     threads = usable_threads(threads);
     /* per group of a round: the buffer it is gathered into, and its units not yet taken */
     float *Ab = malloc((size_t)(kp * taps) * sizeof(float));
