@@ -44,7 +44,7 @@
  * threads add into the same dx cell.
  */
 #include "packed_gemm.h"
-#include "clones.h"
+#include "clones.h"   /* the packing loops: the same arithmetic on every instruction set */
 
 #include <stdlib.h>
 #include <string.h>
@@ -118,10 +118,6 @@ static int64_t tap_chunk(const pg_level *lv, int64_t taps)
 static int64_t panel_bytes(void) { return cache_bytes(2) / 2; }
 
 static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
-
-/* The packing loops are compiled once per instruction set (clones.h): element by element
- * the same arithmetic, so the same results. */
-#define PACKING CLONES
 
 /* Taps per chunk of the weight gradient (at most; see pg_backward_weights). */
 #define WEIGHTS_TAP_CHUNK 96
@@ -292,7 +288,7 @@ static inline void add_run(float *restrict to, const float *restrict from, int64
 }
 
 /* pad[b][c][r][u] = x[n0+b, c0+c, r0+r, u-pl] inside the image, else 0. */
-PACKING static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_t c0, float *pad)
+CLONES static void fill_pad(const pg_geom *g, const pg_block *b, const float *x, int64_t c0, float *pad)
 {
     const int64_t u_lo = max64(0, min64(b->wp, g->pl)), u_hi = max64(u_lo, min64(b->wp, g->pl + g->W));
     for (int64_t s = 0; s < b->nb; s++)
@@ -315,7 +311,7 @@ PACKING static void fill_pad(const pg_geom *g, const pg_block *b, const float *x
 }
 
 /* dx[n0+b, c0+c, ih, iw] += pad[b][c][ih-r0][iw+pl] for the cells of the image the band covers. */
-PACKING static void add_pad_inside(const pg_geom *g, const pg_block *b, const float *pad, int64_t c0, float *dx)
+CLONES static void add_pad_inside(const pg_geom *g, const pg_block *b, const float *pad, int64_t c0, float *dx)
 {
     const int64_t u_lo = max64(0, min64(b->wp, g->pl)), u_hi = max64(u_lo, min64(b->wp, g->pl + g->W));
     const int64_t r_lo = max64(0, -b->r0), r_hi = min64(b->band_h, g->H - b->r0);
@@ -377,7 +373,7 @@ static void make_taps(const pg_geom *g, const pg_block *b, int64_t t0, int64_t t
 /* Bp[s][t][NR] = phi^T[t0 + t, s*NR + jj] for t < kc, 0 for kc <= t < kcp and beyond
  * the block's columns (tap_off holds the chunk's kc taps).  Run by run, the taps inside:
  * one run's copy has the same length for every tap. */
-PACKING static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *pad,
+CLONES static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *pad,
                      const pg_run *runs, const int64_t *first, const int64_t *tap_off,
                      int64_t kc, int64_t kcp, float *Bp)
 {
@@ -409,7 +405,7 @@ PACKING static void pack_phi(const pg_geom *g, const pg_level *lv, const pg_bloc
 }
 
 /* The adjoint of pack_phi: pad[tap_off[t] + src + u*sw] += Cb[s][t][jj + u]. */
-PACKING static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, float *pad,
+CLONES static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_block *b, float *pad,
                        const pg_run *runs, const int64_t *first, const int64_t *tap_off,
                        int64_t kc, int64_t kcp, const float *Cb)
 {
@@ -433,7 +429,7 @@ PACKING static void unpack_add(const pg_geom *g, const pg_level *lv, const pg_bl
 }
 
 /* Dp[s][k][NR] = dy[n, k, pixel] of the sliver's columns for k < K, 0 for K <= k < kp. */
-PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
+CLONES static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
                     const int64_t *first, const pg_run *runs, int64_t kp, float *Dp)
 {
     const int64_t nr = lv->nr, P = g->Ho * g->Wo;
@@ -455,8 +451,8 @@ PACKING static void pack_dy(const pg_geom *g, const pg_level *lv, const pg_block
 
 /* bias[k] += the sum of dY's plane k over the block: the packed slivers added lane by lane
  * (zeros beyond the block's columns), then the lanes in double. */
-PACKING static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kp,
-                                const float *Dp, double *bias)
+CLONES static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kp,
+                               const float *Dp, double *bias)
 {
     const int64_t nr = lv->nr;
     float lanes[PG_MAX_NR];
@@ -479,8 +475,8 @@ PACKING static void add_dy_sums(const pg_level *lv, const pg_block *b, int64_t K
  * columns >= ncols, up to nsl*NR): dY^T in PN-kernel panels, for pix_outer.  Written through
  * the level's 16 x 16 transpose where it has one, else one pixel's PN kernels at a time (a
  * whole cache line of Dt), reading PN planes side by side. */
-PACKING static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
-                              const int64_t *first, const pg_run *runs, int64_t kpn, float *Dt)
+CLONES static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_block *b, const float *dy,
+                             const int64_t *first, const pg_run *runs, int64_t kpn, float *Dt)
 {
     const int64_t nr = lv->nr, pn = lv->pn, P = g->Ho * g->Wo, cols = b->nsl * nr;
     const int by_transpose = lv->transpose && pn == 16;
@@ -519,8 +515,8 @@ PACKING static void pack_dy_t(const pg_geom *g, const pg_level *lv, const pg_blo
 
 /* bias[k] += the sum of dY's plane k over the block, from Dt (pack_dy_t), in double:
  * SUM_LANES kernels at a time, their sums held in registers. */
-PACKING static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kpn,
-                                  const float *Dt, double *bias)
+CLONES static void add_dy_t_sums(const pg_level *lv, const pg_block *b, int64_t K, int64_t kpn,
+                                 const float *Dt, double *bias)
 {
     const int64_t pn = lv->pn, cols = b->nsl * lv->nr;
     for (int64_t k0 = 0; k0 < kpn; k0 += pn)
@@ -624,7 +620,7 @@ static int thread_total(void)
 
 /* y[out + (row r)*P + u] (+)= tile[r*nr + jj + u] for the runs [run, end) of a sliver and
  * rows r < rows: consecutive runs of one sample (one block of y) are copied as one. */
-PACKING static void write_tile(const float *tile, int64_t nr, const pg_run *run, const pg_run *end,
+CLONES static void write_tile(const float *tile, int64_t nr, const pg_run *run, const pg_run *end,
                        float *y, int64_t P, int64_t rows, int accumulate)
 {
     while (run < end) {
@@ -700,9 +696,8 @@ static int forward_block(const pg_level *lv, const pg_geom *g, const pg_plan *pl
  * and nothing but the weights is packed.  The list is cut into chunks whose input cells
  * fit half of L2 where BM >= 8 (one chunk on layers of up to 4096 taps here: each kernel
  * call then sums the whole window, its tile written once), else half of L1; each chunk
- * runs every BM rows of kernels,
- * accumulating into a BM x BN tile per row block, and the pixel's K x BN results are
- * written out with the bias at the end.
+ * runs every BM rows of kernels, accumulating into a BM x BN tile per row block, and the
+ * pixel's K x BN results are written out with the bias at the end.
  * Threads: groups in rounds of one per thread (fewer in the last round, each then shared
  * by a team of threads).  Each thread gathers its group (or its share of the channels) into
  * its team's buffer; after a barrier, the round's work is taken in units of a pixel block
@@ -753,8 +748,8 @@ int pg_batch_applies(const pg_level *lv, const pg_geom *g)
 
 /* xg[c*cs + (h*W + w)*BN + s] = x[n0 + s, c, h, w] for s < ns, 0 for ns <= s < BN, and
  * the channels c0 <= c < c1. */
-PACKING static void gather_group(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns,
-                                 int64_t cs, int64_t c0, int64_t c1, const float *x, float *xg)
+CLONES static void gather_group(const pg_level *lv, const pg_geom *g, int64_t n0, int64_t ns,
+                                int64_t cs, int64_t c0, int64_t c1, const float *x, float *xg)
 {
     const int64_t HW = g->H * g->W, bn = lv->bn, plane_blocks = (HW + PIXEL_BLOCK - 1) / PIXEL_BLOCK;
     for (int64_t c = c0; c < c1; c++)
