@@ -11,15 +11,7 @@
 #include <string.h>
 
 #include "bn_loops.h"
-
-static unsigned long long state = 88172645463325252ULL;
-static double uniform(void)           /* xorshift64: the same numbers on every run */
-{
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return (double)(state >> 11) / 9007199254740992.0;
-}
+#include "check_random.h"
 
 static uint64_t hash = 1469598103934665603ULL;   /* FNV-1a over the results' bytes */
 static void mix(const void *p, size_t bytes)

@@ -9,15 +9,8 @@
 #include <string.h>
 
 #include "packed_gemm.h"
+#include "check_random.h"
 
-static unsigned long long state = 88172645463325252ULL;
-static double uniform(void)           /* xorshift64: the same numbers on every run */
-{
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return (double)(state >> 11) / 9007199254740992.0;
-}
 static long pick(long lo, long hi) { return lo + (long)(uniform() * (double)(hi - lo + 1)); }
 
 static float *randoms(size_t n)
